@@ -1,0 +1,1 @@
+"""avsep_jax: visually-guided music source separation in JAX/Flax."""

@@ -1,0 +1,300 @@
+"""BSS-eval v3 source metrics (SDR, SIR, SAR) in JAX, batched and jit-compiled.
+
+Same definitions as `mir_eval.separation.bss_eval_sources(reference, estimate,
+compute_permutation=False)` (mir_eval 0.8.2), which follows BSS Eval v3 with a
+time-invariant distortion filter of `filter_length` taps (512):
+
+  P_j   orthogonal projection onto the delays 0..F-1 of reference j,
+  P_all orthogonal projection onto the delays 0..F-1 of all references,
+  SDR_j = 10 log10(|P_j e|^2 / |e - P_j e|^2)
+  SIR_j = 10 log10(|P_j e|^2 / |P_all e - P_j e|^2)
+  SAR_j = 10 log10(|P_all e|^2 / |e - P_all e|^2)
+
+for the estimate e of source j (signals zero-padded by F-1 samples, as mir_eval
+does). Because the projections are orthogonal, each energy is a quadratic form
+`d^T G^{-1} d` of the references' Gram matrix G (lagged auto/cross-correlations)
+and the correlations d between the estimate and the delayed references, so no
+filtered signal is ever formed:
+
+  |P e|^2 = d^T G^{-1} d,   |e - P e|^2 = |e|^2 - |P e|^2,
+  |P_all e - P_j e|^2 = |P_all e|^2 - |P_j e|^2.
+
+How it is computed, per mixture:
+1. Correlations at lags 0..F-1 by block FFTs: the signals are cut into F-sample
+   blocks, each block is transformed with a 2F-point real FFT, and the
+   cross-spectra are accumulated over blocks (overlap-save), so the cost is one
+   pass of small FFTs per signal instead of one 2^17-point FFT per pair.
+2. G is block Toeplitz (N x N blocks of lag matrices R(k)), so G x = d is solved
+   by the block Levinson recursion in O(N^3 F^2) instead of O((N F)^3) for a
+   dense factorisation: at N=2, F=512 about 60x fewer operations.
+3. The single-source projections P_j use the same recursion with N=1.
+
+Mixtures are processed a few at a time (one compiled kernel per group of
+`group_size`) so the working set stays in cache on CPU and any batch size
+reuses one compilation.
+
+Silent references: mir_eval raises. Here a reference with sum |x| <= the
+silence threshold (1e-5, the evaluation protocol's) is excluded from the
+projections (its delays span nothing) and its row of SDR/SIR/SAR is NaN: NaN is
+the flag the evaluation counts as skipped. A silent estimate yields -inf SDR,
+SIR and SAR (it recovers no target energy); the evaluation's own rule scores it.
+Where a ratio's denominator is zero (a perfect estimate) the value is +inf, as
+mir_eval's `_safe_db` gives.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from avsep_jax import validation
+
+SILENCE_THRESHOLD = 1e-5
+
+
+def lagged_correlations(x, y, num_lags: int):
+  """Linear cross-correlations at lags 0..num_lags-1 for all pairs.
+
+  Args:
+    x: `[I, L]` signals.
+    y: `[J, L]` signals.
+    num_lags: F, the number of non-negative lags.
+
+  Returns:
+    `[I, J, F]` with `r[i, j, k] = sum_n x[i, n + k] * y[j, n]` (zero outside [0, L)).
+  """
+  length = x.shape[-1]
+  f = num_lags
+  num_blocks = -(-length // f)
+  pad = (num_blocks + 1) * f - length  # one extra block of zeros for the lookahead
+
+  def block_spectra(s):
+    blocks = jnp.pad(s, ((0, 0), (0, pad))).reshape(s.shape[0], num_blocks + 1, f)
+    spec = jnp.fft.rfft(blocks, n=2 * f, axis=-1)  # [S, blocks, F + 1]
+    return jnp.moveaxis(spec, 1, 0)                # [blocks, S, F + 1]
+
+  xs, ys = block_spectra(x), block_spectra(y)
+  # The 2F-point spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}:
+  # x[bF : bF + 2F] covers every x[bF + m + k] with m, k < F, so no wrap-around.
+  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(x.dtype)
+  xs2 = xs[:-1] + sign * xs[1:]
+  ys = ys[:-1]
+
+  def accumulate(acc, blk):
+    xr, xi, yr, yi = blk  # x2 * conj(y), in real arithmetic (fuses well on CPU)
+    re = xr[:, None] * yr[None] + xi[:, None] * yi[None]
+    im = xi[:, None] * yr[None] - xr[:, None] * yi[None]
+    return (acc[0] + re, acc[1] + im), None
+
+  zero = jnp.zeros((x.shape[0], y.shape[0], f + 1), x.dtype)
+  (re, im), _ = jax.lax.scan(accumulate, (zero, zero),
+                             (xs2.real, xs2.imag, ys.real, ys.imag))
+  return jnp.fft.irfft(jax.lax.complex(re, im), n=2 * f, axis=-1)[..., :f]
+
+
+def _inv_small(a):
+  """Inverse of `[..., n, n]`; closed forms for n <= 2 (called once per recursion step)."""
+  n = a.shape[-1]
+  if n == 1:
+    return 1.0 / a
+  if n == 2:
+    p, q, r, s = a[..., 0, 0], a[..., 0, 1], a[..., 1, 0], a[..., 1, 1]
+    adj = jnp.stack([jnp.stack([s, -q], -1), jnp.stack([-r, p], -1)], -2)
+    return adj / (p * s - q * r)[..., None, None]
+  return jnp.linalg.inv(a)
+
+
+def _times(a, m):
+  """Blockwise product: a `[i, j, F]` (a block per lag) times m `[j, k]` -> `[i, k, F]`."""
+  return (a[:, :, None, :] * m[None, :, :, None]).sum(1)
+
+
+def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
+  """Solves G x = d for a symmetric positive-definite block-Toeplitz G.
+
+  G has F x F blocks of size N x N; block (a, b) is R(b - a) with
+  R(-k) = R(k)^T, which is the Gram matrix of N signals' delays 0..F-1
+  ordered delay-major. Solved with the block Levinson (Whittle/Wiggins-Robinson)
+  recursion: forward and backward predictors of growing order, O(N^3 F^2).
+
+  Args:
+    lags: `[N, N, F]`, `lags[:, :, k] = R(k)`.
+    rhs: `[N, K, F]`, K right-hand sides; `rhs[:, :, a]` is the d block of delay a.
+    num_chunks: the recursion's order grows from 1 to F; it runs in this many
+      scans over prefixes of growing static length so little work is spent on
+      not-yet-used zero blocks.
+
+  Returns:
+    `[N, K, F]`, the solution in the same layout as `rhs`.
+  """
+  n, _, f = lags.shape
+  dtype = lags.dtype
+  lags_t = jnp.swapaxes(lags, 0, 1)
+  # rev[..., m] = R(F-1-m)^T, zero beyond: a window starting at F-1-n holds R(n-b)^T at b.
+  rev = jnp.pad(lags_t[..., ::-1], ((0, 0), (0, 0), (0, f)))
+  ahead = jnp.pad(lags[..., 1:], ((0, 0), (0, 0), (0, 1)))  # ahead[..., c] = R(c + 1)
+  eye = jnp.eye(n, dtype=dtype)
+  r0_inv = _inv_small(lags[..., 0])
+  bounds = [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
+  size = bounds[1] if len(bounds) > 1 else 1
+  # Normalised predictors: T_n fwd = [I; 0 ..], T_n bwd = [.. 0; I]; x solves T_n x = d[:n].
+  fwd = jnp.zeros((n, n, size), dtype).at[..., 0].set(r0_inv)
+  bwd = fwd
+  sol = jnp.zeros((n, rhs.shape[1], size), dtype).at[..., 0].set(r0_inv @ rhs[..., 0])
+
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    grow = ((0, 0), (0, 0), (0, hi - fwd.shape[-1]))
+    fwd, bwd, sol = jnp.pad(fwd, grow), jnp.pad(bwd, grow), jnp.pad(sol, grow)
+    ahead_c = ahead[..., :hi]
+
+    def step(carry, order, ahead_c=ahead_c, hi=hi):
+      fwd, bwd, sol = carry  # blocks 0..order-1 in use, zeros after
+      back_lags = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, hi, axis=-1)
+      err_f = (back_lags[:, :, None] * fwd[None]).sum((1, 3))   # new row times fwd
+      err_x = (back_lags[:, :, None] * sol[None]).sum((1, 3))   # new row times sol
+      err_b = (ahead_c[:, :, None] * bwd[None]).sum((1, 3))     # first row times [0; bwd]
+      bwd_shift = jnp.roll(bwd, 1, axis=-1)                     # [0; bwd]
+      new_fwd = _times(fwd - _times(bwd_shift, err_f), _inv_small(eye - err_b @ err_f))
+      new_bwd = _times(bwd_shift - _times(fwd, err_b), _inv_small(eye - err_f @ err_b))
+      d_new = jax.lax.dynamic_index_in_dim(rhs, order, axis=-1, keepdims=False)
+      new_sol = sol + _times(new_bwd, d_new - err_x)
+      return (new_fwd, new_bwd, new_sol), None
+
+    (fwd, bwd, sol), _ = jax.lax.scan(step, (fwd, bwd, sol), jnp.arange(lo, hi))
+  return sol
+
+
+def _db(num, den):
+  """10 log10(num / den), +inf where den <= 0 (mir_eval's `_safe_db`)."""
+  safe = jnp.where(den > 0, den, 1.0)
+  return jnp.where(den > 0, 10.0 * jnp.log10(num / safe), jnp.inf)
+
+
+def _one_mixture(reference, estimate, filter_length: int, silence_threshold: float):
+  """Metrics of one mixture: reference, estimate `[N, L]` -> three `[N]`."""
+  n = reference.shape[0]
+  silent_ref = jnp.sum(jnp.abs(reference), -1) <= silence_threshold
+  silent_est = jnp.sum(jnp.abs(estimate), -1) <= silence_threshold
+  reference = jnp.where(silent_ref[:, None], 0.0, reference)
+  gram = lagged_correlations(reference, reference, filter_length)   # [N, N, F]
+  # A silent reference's delays span nothing: an identity block keeps G invertible
+  # and its zero correlations with the estimate give it no weight.
+  gram = gram.at[jnp.arange(n), jnp.arange(n), 0].add(silent_ref.astype(gram.dtype))
+  # corr[e, i, a] = <reference i delayed by a, estimate e>
+  corr = lagged_correlations(estimate, reference, filter_length)    # [N, N, F]
+  rhs_all = jnp.swapaxes(corr, 0, 1)                                # [N refs, N ests, F]
+  energy_all = jnp.sum(rhs_all * solve_block_toeplitz(gram, rhs_all), (0, 2))
+  own_gram = jnp.diagonal(gram, axis1=0, axis2=1).T[:, None, None]  # [N, 1, 1, F]
+  own_rhs = jnp.diagonal(corr, axis1=0, axis2=1).T[:, None, None]
+  own_sol = jax.vmap(solve_block_toeplitz)(own_gram, own_rhs)
+  energy_own = jnp.sum(own_rhs * own_sol, (1, 2, 3))
+  energy = jnp.sum(estimate ** 2, -1)
+  sdr = _db(energy_own, energy - energy_own)
+  sir = _db(energy_own, energy_all - energy_own)
+  sar = _db(energy_all, energy - energy_all)
+  out = jnp.stack([sdr, sir, sar])
+  out = jnp.where(silent_est[None], -jnp.inf, out)
+  return jnp.where(silent_ref[None], jnp.nan, out)
+
+
+@functools.partial(jax.jit, static_argnames=("filter_length", "silence_threshold"))
+def _group_metrics(reference, estimate, filter_length, silence_threshold):
+  """`[G, N, L]` pairs -> `[G, 3, N]`; compiled once per (G, N, L, dtype)."""
+  fn = functools.partial(_one_mixture, filter_length=filter_length,
+                         silence_threshold=silence_threshold)
+  return jax.vmap(fn)(reference, estimate)
+
+
+def _padded_length(length: int, filter_length: int, bucket_blocks: int = 16) -> int:
+  """Length rounded up to a multiple of bucket_blocks * filter_length samples.
+
+  Trailing zeros change no correlation or energy, so rounding the length up
+  only bounds how many shapes get compiled (one per 8192 samples at F=512).
+  """
+  bucket = bucket_blocks * filter_length
+  return -(-length // bucket) * bucket
+
+
+def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
+                     dtype=jnp.float64, silence_threshold: float = SILENCE_THRESHOLD,
+                     group_size: int = 4):
+  """SDR, SIR and SAR of each estimate against its reference (no permutation).
+
+  mir_eval's `bss_eval_sources(reference, estimate, compute_permutation=False)`
+  semantics and argument order, batched over leading axes.
+
+  Args:
+    reference: true sources `[..., N, L]` (N sources, L samples).
+    estimate: estimated sources `[..., N, L]`, row n estimating reference n.
+    filter_length: distortion-filter taps (BSS Eval v3 / mir_eval: 512).
+    dtype: float64 (default) or float32. float64 holds mir_eval's values to
+      ~1e-10 dB; float32 is faster and runs where float64 does not (TPU) but
+      drifts by up to a few hundredths of a dB on high-SIR sources, because
+      SIR's interference energy is a small difference of two projections.
+      float64 enables JAX's x64 mode for this call when it is made outside a
+      trace; inside a jit it needs x64 already on.
+    silence_threshold: a row with sum |x| at or below this is silent (see module
+      docstring).
+    group_size: mixtures processed together per step of the internal map; tune
+      for cache size (CPU) or raise for accelerators.
+
+  Returns:
+    `(sdr, sir, sar)`, each `[..., N]` in dB; NaN in rows with a silent reference.
+  """
+  validation.check_min_rank("reference", reference, 2, "[..., N, L] sources x samples")
+  validation.check_min_rank("estimate", estimate, 2, "[..., N, L] sources x samples")
+  ref_shape, est_shape = tuple(jnp.shape(reference)), tuple(jnp.shape(estimate))
+  if ref_shape != est_shape:
+    raise ValueError(f"reference shape {ref_shape} and estimate shape {est_shape} "
+                     "must be equal ([..., N, L])")
+  if ref_shape[-1] < 1 or ref_shape[-2] < 1:
+    raise ValueError(f"reference has shape {ref_shape}: need N >= 1 sources and "
+                     "L >= 1 samples")
+  if filter_length < 1:
+    raise ValueError(f"filter_length must be positive; got {filter_length}")
+  if group_size < 1:
+    raise ValueError(f"group_size must be positive; got {group_size}")
+  dtype = np.dtype(dtype)
+  if dtype not in (np.float32, np.float64):
+    raise ValueError(f"dtype must be float32 or float64; got {dtype}")
+  validation.check_real_floating("reference", reference)
+  validation.check_real_floating("estimate", estimate)
+  validation.check_finite("reference", reference)
+  validation.check_finite("estimate", estimate)
+
+  def run():
+    num, length = ref_shape[-2:]
+    batch = int(np.prod(ref_shape[:-2], dtype=np.int64))
+    groups = -(-batch // group_size)
+    # Zero padding (length to a bucket, batch to whole groups) changes no value;
+    # the padded mixtures are silent and dropped.
+    pad = ((0, groups * group_size - batch), (0, 0),
+           (0, _padded_length(length, filter_length) - length))
+    def prepare(x):  # pad on the host when x is there: one copy, no device pass
+      if isinstance(x, jax.Array):
+        return jnp.pad(x.astype(dtype).reshape(batch, num, length), pad)
+      return jnp.asarray(np.pad(np.asarray(x, dtype).reshape(batch, num, length), pad))
+
+    ref, est = prepare(reference), prepare(estimate)
+    ref = ref.reshape((groups, group_size) + ref.shape[1:])
+    est = est.reshape((groups, group_size) + est.shape[1:])
+    kernel = functools.partial(_group_metrics, filter_length=filter_length,
+                               silence_threshold=float(silence_threshold))
+    if validation.is_traced(ref) or validation.is_traced(est):
+      out = jax.lax.map(lambda pair: kernel(*pair), (ref, est))
+    else:  # one compiled group kernel serves every batch size
+      out = jnp.stack([kernel(ref[g], est[g]) for g in range(groups)])
+    out = out.reshape((groups * group_size, 3, num))[:batch]
+    return tuple(out[:, k].reshape(ref_shape[:-1]) for k in range(3))
+
+  if dtype == np.float64 and not jax.config.jax_enable_x64:
+    if validation.is_traced(reference) or validation.is_traced(estimate):
+      raise ValueError(
+          "bss_eval_sources(dtype=float64) inside a trace needs 64-bit mode on "
+          "around it: wrap the jitted call in `with jax.enable_x64(True):`")
+    with jax.enable_x64(True):
+      return run()
+  return run()

@@ -1,0 +1,1 @@
+"""TFDS dataset builders; importing this package registers them by name."""

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment in .venv and install everything the
+# project needs: Debian packages (when missing and we may install them), the pinned
+# requirements.txt, and the package itself in editable mode.
+#
+#   bash launch/setup.sh          # idempotent; re-installs only when requirements change
+#
+# Environment: PYTHON (default python3.11, else python3), VENV (default .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+# Debian packages the project uses at run time. They are installed only when missing.
+DEBIAN_PACKAGES=()
+if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  DEBIAN_PACKAGES+=(python3-venv)
+fi
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo_cmd=(); [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"setup: Python >= 3.11 is required, found {sys.version.split()[0]} "
+             "(set PYTHON=/path/to/python3.11)")
+PY
+
+stamp="$VENV/.avsep_jax_installed"
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: $VENV is up to date"
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+echo "setup: installing pinned requirements into $VENV (a few minutes on a fresh machine)"
+pip_install() {  # quiet, minus the notices some pip configurations print per package
+  "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+}
+pip_install --upgrade pip
+pip_install -r requirements.txt
+pip_install --no-deps -e .
+"$VENV/bin/python" -m pip check
+echo "$want" > "$stamp"
+echo "setup: done"
