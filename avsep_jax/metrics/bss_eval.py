@@ -23,7 +23,8 @@ How it is computed, per mixture:
 1. Correlations at lags 0..F-1 by block FFTs: the signals are cut into F-sample
    blocks, each block is transformed with a 2F-point real FFT, and the
    cross-spectra are accumulated over blocks (overlap-save), so the cost is one
-   pass of small FFTs per signal instead of one 2^17-point FFT per pair.
+   pass of small FFTs per signal (references and estimates transformed once)
+   instead of one 2^17-point FFT per pair.
 2. G is block Toeplitz (N x N blocks of lag matrices R(k)), so G x = d is solved
    by the block Levinson recursion in O(N^3 F^2) instead of O((N F)^3) for a
    dense factorisation: at N=2, F=512 about 60x fewer operations.
@@ -55,8 +56,44 @@ from avsep_jax import validation
 SILENCE_THRESHOLD = 1e-5
 
 
+def _block_spectra(signals, num_lags: int):
+  """2F-point spectra of the F-sample blocks of `[S, L]` signals -> `[blocks + 1, S, F + 1]`.
+
+  The last block is all zeros (lookahead for the final two-block window).
+  """
+  f = num_lags
+  num_blocks = -(-signals.shape[-1] // f)
+  pad = (num_blocks + 1) * f - signals.shape[-1]
+  blocks = jnp.pad(signals, ((0, 0), (0, pad))).reshape(signals.shape[0], num_blocks + 1, f)
+  return jnp.moveaxis(jnp.fft.rfft(blocks, n=2 * f, axis=-1), 1, 0)
+
+
+def _correlate_spectra(x_spectra, y_spectra, num_lags: int):
+  """Lags 0..F-1 of every (x, y) pair from `_block_spectra` outputs -> `[I, J, F]`."""
+  f = num_lags
+  # The 2F-point spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}:
+  # x[bF : bF + 2F] covers every x[bF + m + k] with m, k < F, so no wrap-around.
+  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(x_spectra.real.dtype)
+  xs2 = x_spectra[:-1] + sign * x_spectra[1:]
+  ys = y_spectra[:-1]
+
+  def accumulate(acc, blk):
+    xr, xi, yr, yi = blk  # x2 * conj(y), in real arithmetic (fuses well on CPU)
+    re = xr[:, None] * yr[None] + xi[:, None] * yi[None]
+    im = xi[:, None] * yr[None] - xr[:, None] * yi[None]
+    return (acc[0] + re, acc[1] + im), None
+
+  zero = jnp.zeros((xs2.shape[1], ys.shape[1], f + 1), xs2.real.dtype)
+  (re, im), _ = jax.lax.scan(accumulate, (zero, zero),
+                             (xs2.real, xs2.imag, ys.real, ys.imag))
+  return jnp.fft.irfft(jax.lax.complex(re, im), n=2 * f, axis=-1)[..., :f]
+
+
 def lagged_correlations(x, y, num_lags: int):
   """Linear cross-correlations at lags 0..num_lags-1 for all pairs.
+
+  Computed from F-sample blocks with 2F-point FFTs, accumulating cross-spectra
+  over blocks (overlap-save): one pass of small FFTs per signal.
 
   Args:
     x: `[I, L]` signals.
@@ -66,37 +103,12 @@ def lagged_correlations(x, y, num_lags: int):
   Returns:
     `[I, J, F]` with `r[i, j, k] = sum_n x[i, n + k] * y[j, n]` (zero outside [0, L)).
   """
-  length = x.shape[-1]
-  f = num_lags
-  num_blocks = -(-length // f)
-  pad = (num_blocks + 1) * f - length  # one extra block of zeros for the lookahead
-
-  def block_spectra(s):
-    blocks = jnp.pad(s, ((0, 0), (0, pad))).reshape(s.shape[0], num_blocks + 1, f)
-    spec = jnp.fft.rfft(blocks, n=2 * f, axis=-1)  # [S, blocks, F + 1]
-    return jnp.moveaxis(spec, 1, 0)                # [blocks, S, F + 1]
-
-  xs, ys = block_spectra(x), block_spectra(y)
-  # The 2F-point spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}:
-  # x[bF : bF + 2F] covers every x[bF + m + k] with m, k < F, so no wrap-around.
-  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(x.dtype)
-  xs2 = xs[:-1] + sign * xs[1:]
-  ys = ys[:-1]
-
-  def accumulate(acc, blk):
-    xr, xi, yr, yi = blk  # x2 * conj(y), in real arithmetic (fuses well on CPU)
-    re = xr[:, None] * yr[None] + xi[:, None] * yi[None]
-    im = xi[:, None] * yr[None] - xr[:, None] * yi[None]
-    return (acc[0] + re, acc[1] + im), None
-
-  zero = jnp.zeros((x.shape[0], y.shape[0], f + 1), x.dtype)
-  (re, im), _ = jax.lax.scan(accumulate, (zero, zero),
-                             (xs2.real, xs2.imag, ys.real, ys.imag))
-  return jnp.fft.irfft(jax.lax.complex(re, im), n=2 * f, axis=-1)[..., :f]
+  return _correlate_spectra(_block_spectra(x, num_lags), _block_spectra(y, num_lags),
+                            num_lags)
 
 
 def _inv_small(a):
-  """Inverse of `[..., n, n]`; closed forms for n <= 2 (called once per recursion step)."""
+  """Inverse of `[..., n, n]`; closed forms for n <= 2 (called twice per recursion step)."""
   n = a.shape[-1]
   if n == 1:
     return 1.0 / a
@@ -107,9 +119,41 @@ def _inv_small(a):
   return jnp.linalg.inv(a)
 
 
-def _times(a, m):
-  """Blockwise product: a `[i, j, F]` (a block per lag) times m `[j, k]` -> `[i, k, F]`."""
-  return (a[:, :, None, :] * m[None, :, :, None]).sum(1)
+def _chunk_bounds(f: int, num_chunks: int) -> list[int]:
+  return [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
+
+
+def _solve_scalar_toeplitz(lags, rhs, num_chunks: int):
+  """`solve_block_toeplitz` for N = 1 (lags `[F]`, rhs `[K, F]`): elementwise products.
+
+  With 1 x 1 blocks the GEMM form degenerates to matrix-vector products; fused
+  multiply-reduce loops over the delay axis are faster on CPU.
+  """
+  f = lags.shape[-1]
+  rev = jnp.pad(lags[::-1], (0, f))  # rev[m] = r(F-1-m), zeros after
+  bounds = _chunk_bounds(f, num_chunks)
+  size = bounds[1] if len(bounds) > 1 else 1
+  fwd = jnp.zeros((size,), lags.dtype).at[0].set(1.0 / lags[0])
+  bwd = fwd
+  sol = jnp.zeros((rhs.shape[0], size), lags.dtype).at[:, 0].set(rhs[:, 0] / lags[0])
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    fwd, bwd = jnp.pad(fwd, (0, hi - fwd.shape[0])), jnp.pad(bwd, (0, hi - bwd.shape[0]))
+    sol = jnp.pad(sol, ((0, 0), (0, hi - sol.shape[1])))
+    ahead = jnp.pad(lags[1:], (0, 1))[:hi]  # ahead[c] = r(c + 1)
+
+    def step(carry, order, hi=hi, ahead=ahead):
+      fwd, bwd, sol = carry
+      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, hi)  # r(order - b)
+      err_f, err_b = jnp.dot(back, fwd), jnp.dot(ahead, bwd)
+      err_x = sol @ back
+      bwd_shift = jnp.roll(bwd, 1)
+      new_fwd = (fwd - bwd_shift * err_f) / (1.0 - err_b * err_f)
+      new_bwd = (bwd_shift - fwd * err_b) / (1.0 - err_f * err_b)
+      delta = jax.lax.dynamic_index_in_dim(rhs, order, 1, keepdims=False) - err_x
+      return (new_fwd, new_bwd, sol + delta[:, None] * new_bwd[None]), None
+
+    (fwd, bwd, sol), _ = jax.lax.scan(step, (fwd, bwd, sol), jnp.arange(lo, hi))
+  return sol
 
 
 def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
@@ -119,6 +163,12 @@ def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
   R(-k) = R(k)^T, which is the Gram matrix of N signals' delays 0..F-1
   ordered delay-major. Solved with the block Levinson (Whittle/Wiggins-Robinson)
   recursion: forward and backward predictors of growing order, O(N^3 F^2).
+
+  For N > 1 each step is two small matrix products over the state
+  `[forward predictor | backward predictor shifted by one block | solution]`
+  (delay-major, `[order + 1, N, 2N + K]`): one gives every inner product the
+  step needs, the other applies the whole update as one `(2N+K)^2` matrix.
+  Matrix products keep XLA on its GEMM kernels instead of many small reductions.
 
   Args:
     lags: `[N, N, F]`, `lags[:, :, k] = R(k)`.
@@ -131,40 +181,52 @@ def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
     `[N, K, F]`, the solution in the same layout as `rhs`.
   """
   n, _, f = lags.shape
+  k = rhs.shape[1]
+  if n == 1:
+    return _solve_scalar_toeplitz(lags[0, 0], rhs[0], num_chunks)[None]
+  width = 2 * n + k
   dtype = lags.dtype
-  lags_t = jnp.swapaxes(lags, 0, 1)
-  # rev[..., m] = R(F-1-m)^T, zero beyond: a window starting at F-1-n holds R(n-b)^T at b.
-  rev = jnp.pad(lags_t[..., ::-1], ((0, 0), (0, 0), (0, f)))
-  ahead = jnp.pad(lags[..., 1:], ((0, 0), (0, 0), (0, 1)))  # ahead[..., c] = R(c + 1)
+  # Row-major [i, delay, j] layouts: a slice over delays reshapes to [N, delays * N].
+  lag_rows_all = jnp.pad(jnp.transpose(lags, (0, 2, 1)), ((0, 0), (0, 1), (0, 0)))
+  # rev[i, m, j] = R(F-1-m)^T[i, j], zeros after: the window from F-1-order holds
+  # R(order - b)^T at delay b (zero for b >= order).
+  rev = jnp.pad(jnp.transpose(lags, (1, 2, 0))[:, ::-1], ((0, 0), (0, f), (0, 0)))
+  rhs_by_delay = jnp.transpose(rhs, (2, 0, 1))                     # [F, N, K]
   eye = jnp.eye(n, dtype=dtype)
   r0_inv = _inv_small(lags[..., 0])
-  bounds = [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
-  size = bounds[1] if len(bounds) > 1 else 1
-  # Normalised predictors: T_n fwd = [I; 0 ..], T_n bwd = [.. 0; I]; x solves T_n x = d[:n].
-  fwd = jnp.zeros((n, n, size), dtype).at[..., 0].set(r0_inv)
-  bwd = fwd
-  sol = jnp.zeros((n, rhs.shape[1], size), dtype).at[..., 0].set(r0_inv @ rhs[..., 0])
+  bounds = _chunk_bounds(f, num_chunks)
+  state = jnp.zeros((bounds[1] + 1 if len(bounds) > 1 else 2, n, width), dtype)
+  state = state.at[0, :, :n].set(r0_inv)                          # forward, order 1
+  state = state.at[1, :, n:2 * n].set(r0_inv)                     # [0; backward]
+  state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])    # solution
 
   for lo, hi in zip(bounds[:-1], bounds[1:]):
-    grow = ((0, 0), (0, 0), (0, hi - fwd.shape[-1]))
-    fwd, bwd, sol = jnp.pad(fwd, grow), jnp.pad(bwd, grow), jnp.pad(sol, grow)
-    ahead_c = ahead[..., :hi]
+    rows = hi + 1  # delays 0..hi: the shifted backward predictor reaches delay `order`
+    state = jnp.pad(state, ((0, rows - state.shape[0]), (0, 0), (0, 0)))
+    lag_rows = lag_rows_all[:, :rows].reshape(n, rows * n)
 
-    def step(carry, order, ahead_c=ahead_c, hi=hi):
-      fwd, bwd, sol = carry  # blocks 0..order-1 in use, zeros after
-      back_lags = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, hi, axis=-1)
-      err_f = (back_lags[:, :, None] * fwd[None]).sum((1, 3))   # new row times fwd
-      err_x = (back_lags[:, :, None] * sol[None]).sum((1, 3))   # new row times sol
-      err_b = (ahead_c[:, :, None] * bwd[None]).sum((1, 3))     # first row times [0; bwd]
-      bwd_shift = jnp.roll(bwd, 1, axis=-1)                     # [0; bwd]
-      new_fwd = _times(fwd - _times(bwd_shift, err_f), _inv_small(eye - err_b @ err_f))
-      new_bwd = _times(bwd_shift - _times(fwd, err_b), _inv_small(eye - err_f @ err_b))
-      d_new = jax.lax.dynamic_index_in_dim(rhs, order, axis=-1, keepdims=False)
-      new_sol = sol + _times(new_bwd, d_new - err_x)
-      return (new_fwd, new_bwd, new_sol), None
+    def step(state, order, rows=rows, lag_rows=lag_rows):
+      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows, axis=1)
+      inner = jnp.concatenate([back.reshape(n, rows * n), lag_rows], 0) @ state.reshape(
+          rows * n, width)                                         # [2N, 2N + K]
+      err_f = inner[:n, :n]        # new block row of T times the forward predictor
+      err_x = inner[:n, 2 * n:]    # ... times the current solution
+      err_b = inner[n:, n:2 * n]   # first block row times [0; backward]
+      gain_f = _inv_small(eye - err_b @ err_f)
+      gain_b = _inv_small(eye - err_f @ err_b)
+      delta = jax.lax.dynamic_index_in_dim(rhs_by_delay, order, 0, keepdims=False) - err_x
+      gain_b_delta = gain_b @ delta
+      # [fwd, [0; bwd], sol] @ update = [new fwd, new bwd, new sol]
+      update = jnp.block([
+          [gain_f, -err_b @ gain_b, -err_b @ gain_b_delta],
+          [-err_f @ gain_f, gain_b, gain_b_delta],
+          [jnp.zeros((k, 2 * n), dtype), jnp.eye(k, dtype=dtype)]])
+      new = (state.reshape(rows * n, width) @ update).reshape(rows, n, width)
+      new_bwd = jnp.roll(new[:, :, n:2 * n], 1, axis=0)  # shift for the next order
+      return jnp.concatenate([new[:, :, :n], new_bwd, new[:, :, 2 * n:]], -1), None
 
-    (fwd, bwd, sol), _ = jax.lax.scan(step, (fwd, bwd, sol), jnp.arange(lo, hi))
-  return sol
+    state, _ = jax.lax.scan(step, state, jnp.arange(lo, hi))
+  return jnp.transpose(state[:f, :, 2 * n:], (1, 2, 0))
 
 
 def _db(num, den):
@@ -179,12 +241,14 @@ def _one_mixture(reference, estimate, filter_length: int, silence_threshold: flo
   silent_ref = jnp.sum(jnp.abs(reference), -1) <= silence_threshold
   silent_est = jnp.sum(jnp.abs(estimate), -1) <= silence_threshold
   reference = jnp.where(silent_ref[:, None], 0.0, reference)
-  gram = lagged_correlations(reference, reference, filter_length)   # [N, N, F]
+  # One transform of every signal; rows [references; estimates] against references:
+  # gram[i, j, k] = r_ij[k], corr[e, i, a] = <reference i delayed by a, estimate e>.
+  spectra = _block_spectra(jnp.concatenate([reference, estimate]), filter_length)
+  both = _correlate_spectra(spectra, spectra[:, :n], filter_length)  # [2N, N, F]
+  gram, corr = both[:n], both[n:]
   # A silent reference's delays span nothing: an identity block keeps G invertible
   # and its zero correlations with the estimate give it no weight.
   gram = gram.at[jnp.arange(n), jnp.arange(n), 0].add(silent_ref.astype(gram.dtype))
-  # corr[e, i, a] = <reference i delayed by a, estimate e>
-  corr = lagged_correlations(estimate, reference, filter_length)    # [N, N, F]
   rhs_all = jnp.swapaxes(corr, 0, 1)                                # [N refs, N ests, F]
   energy_all = jnp.sum(rhs_all * solve_block_toeplitz(gram, rhs_all), (0, 2))
   own_gram = jnp.diagonal(gram, axis1=0, axis2=1).T[:, None, None]  # [N, 1, 1, F]
