@@ -88,17 +88,15 @@ def test_matches_mir_eval(reference_values, dtype):
 
 
 def test_float32_option_is_close(reference_values):
-  """float32 (for backends without float64) holds 0.01 dB below 30 dB; above, the
-  small energy differences behind high ratios drift by up to a few tenths of a dB."""
-  worst_low, worst = 0.0, 0.0
+  """float32 (for backends without float64) holds 0.01 dB below 30 dB. Above, the
+  energy differences behind high ratios lose digits: the error may grow 10x per
+  10 dB (a relative energy error times 10^(value/10)), which this bound encodes."""
   for (name, ref, est), want in zip(CASES, reference_values):
     got = np.stack(metrics.bss_eval_sources(ref, est, dtype=jnp.float32))
     assert got.dtype == np.float32
+    allowed = TOLERANCE_DB * np.maximum(1.0, 10.0 ** ((want - 30.0) / 10.0))
     err = np.abs(got - want)
-    worst = max(worst, err.max())
-    worst_low = max(worst_low, err[want < 30.0].max(initial=0.0))
-  assert worst_low < TOLERANCE_DB, worst_low
-  assert worst < 0.5, worst
+    assert np.all(err <= allowed), f"{name}: {err.max():.3g} dB\n{got}\n{want}"
 
 
 def test_batched_equals_per_mixture():
