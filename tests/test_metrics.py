@@ -110,6 +110,20 @@ def test_batched_equals_per_mixture():
     np.testing.assert_allclose(single, mir_eval_metrics(ref[b], est[b]), atol=TOLERANCE_DB)
 
 
+def test_thread_and_group_settings_give_identical_values():
+  ref, est = synth.mixture_set(11, 5, 3, 4000)
+  base = np.stack(metrics.bss_eval_sources(ref, est, group_size=1, num_threads=1))
+  for group_size, threads in ((2, 2), (3, 1), (8, 4)):
+    got = np.stack(metrics.bss_eval_sources(ref, est, group_size=group_size,
+                                            num_threads=threads))
+    np.testing.assert_allclose(got, base, rtol=0, atol=1e-9)
+  with jax.enable_x64(False):  # workers carry the caller's x64 setting
+    f32 = np.stack(metrics.bss_eval_sources(ref, est, dtype=jnp.float32, num_threads=2))
+  assert f32.dtype == np.float32
+  with pytest.raises(ValueError, match="num_threads must be positive"):
+    metrics.bss_eval_sources(ref, est, num_threads=0)
+
+
 def test_runs_under_jit():
   ref, est = synth.mixture_set(3, 2, 2, 5000)
   want = np.stack(metrics.bss_eval_sources(ref, est, dtype=jnp.float32))
