@@ -350,39 +350,44 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
   validation.check_finite("reference", reference)
   validation.check_finite("estimate", estimate)
 
-  def run():
-    num, length = ref_shape[-2:]
-    batch = int(np.prod(ref_shape[:-2], dtype=np.int64))
-    groups = -(-batch // group_size)
-    # Zero padding (length to a bucket, batch to whole groups) changes no value;
-    # the padded mixtures are silent and dropped.
-    pad = ((0, groups * group_size - batch), (0, 0),
-           (0, _padded_length(length, filter_length) - length))
-    def prepare(x):  # pad on the host when x is there: one copy, no device pass
-      if isinstance(x, jax.Array):
-        return jnp.pad(x.astype(dtype).reshape(batch, num, length), pad)
-      return jnp.asarray(np.pad(np.asarray(x, dtype).reshape(batch, num, length), pad))
+  num, length = ref_shape[-2:]
+  batch = int(np.prod(ref_shape[:-2], dtype=np.int64))
+  groups = -(-batch // group_size)
+  padded = _padded_length(length, filter_length)
+  kernel = functools.partial(_group_metrics, filter_length=filter_length,
+                             silence_threshold=float(silence_threshold))
 
-    ref, est = prepare(reference), prepare(estimate)
-    ref = ref.reshape((groups, group_size) + ref.shape[1:])
-    est = est.reshape((groups, group_size) + est.shape[1:])
-    kernel = functools.partial(_group_metrics, filter_length=filter_length,
-                               silence_threshold=float(silence_threshold))
-    if validation.is_traced(ref) or validation.is_traced(est):
+  def group_input(x, g):
+    """Group g of x as `[group_size, N, padded]`; the padding (whole groups, the
+    length bucket) is zeros, which changes no value: padded mixtures are silent."""
+    lo, hi = g * group_size, min((g + 1) * group_size, batch)
+    if isinstance(x, jax.Array):
+      part = x.reshape(batch, num, length)[lo:hi].astype(dtype)
+      return jnp.pad(part, ((0, group_size - (hi - lo)), (0, 0), (0, padded - length)))
+    buf = np.zeros((group_size, num, padded), dtype)  # host: one small copy per group
+    buf[:hi - lo, :, :length] = x.reshape(batch, num, length)[lo:hi]
+    return jnp.asarray(buf)
+
+  def run():
+    if validation.is_traced(reference) or validation.is_traced(estimate):
+      ref, est = (jnp.stack([group_input(jnp.asarray(x), g) for g in range(groups)])
+                  for x in (reference, estimate))
       out = jax.lax.map(lambda pair: kernel(*pair), (ref, est))
     else:  # one compiled group kernel serves every batch size
+      ref, est = (x if isinstance(x, jax.Array) else np.asarray(x)
+                  for x in (reference, estimate))
       x64 = bool(jax.config.jax_enable_x64)
 
       def one_group(g):
         with jax.enable_x64(x64):  # the switch is per thread: carry the caller's
-          return jax.block_until_ready(kernel(ref[g], est[g]))
+          return jax.block_until_ready(kernel(group_input(ref, g), group_input(est, g)))
 
       threads = min(num_threads or _default_threads(), groups)
       if threads > 1:
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
           out = jnp.stack(list(pool.map(one_group, range(groups))))
       else:
-        out = jnp.stack([kernel(ref[g], est[g]) for g in range(groups)])
+        out = jnp.stack([one_group(g) for g in range(groups)])
     out = out.reshape((groups * group_size, 3, num))[:batch]
     return tuple(out[:, k].reshape(ref_shape[:-1]) for k in range(3))
 
