@@ -27,8 +27,9 @@ How it is computed, per mixture:
    instead of one 2^17-point FFT per pair.
 2. G is block Toeplitz (N x N blocks of lag matrices R(k)), so G x = d is solved
    by the block Levinson recursion in O(N^3 F^2) instead of O((N F)^3) for a
-   dense factorisation: at N=2, F=512 about 60x fewer operations.
-3. The single-source projections P_j use the same recursion with N=1.
+   dense factorisation: at N=2, F=512 about 1.8e7 multiply-adds as implemented
+   against 3.6e8 for a dense Cholesky of the 1024 x 1024 Gram matrix.
+3. The single-source projections P_j use the same recursion with scalar blocks.
 
 Mixtures are processed a few at a time (one compiled kernel per group of
 `group_size`) so the working set stays in cache on CPU and any batch size
@@ -41,7 +42,9 @@ projections (its delays span nothing) and its row of SDR/SIR/SAR is NaN: NaN is
 the flag the evaluation counts as skipped. A silent estimate yields -inf SDR,
 SIR and SAR (it recovers no target energy); the evaluation's own rule scores it.
 Where a ratio's denominator is zero (a perfect estimate) the value is +inf, as
-mir_eval's `_safe_db` gives.
+mir_eval's `_safe_db` gives. References whose delays are linearly dependent
+(e.g. the same clip twice in one mixture) make G singular; mir_eval then falls
+back to least squares, while this recursion returns non-finite values.
 """
 
 from __future__ import annotations
@@ -111,10 +114,8 @@ def lagged_correlations(x, y, num_lags: int):
 
 
 def _inv_small(a):
-  """Inverse of `[..., n, n]`; closed forms for n <= 2 (called twice per recursion step)."""
+  """Inverse of `[..., n, n]`; closed form for n = 2 (called twice per recursion step)."""
   n = a.shape[-1]
-  if n == 1:
-    return 1.0 / a
   if n == 2:
     p, q, r, s = a[..., 0, 0], a[..., 0, 1], a[..., 1, 0], a[..., 1, 1]
     adj = jnp.stack([jnp.stack([s, -q], -1), jnp.stack([-r, p], -1)], -2)
@@ -123,6 +124,7 @@ def _inv_small(a):
 
 
 def _chunk_bounds(f: int, num_chunks: int) -> list[int]:
+  """Recursion orders 1..F split into `num_chunks` scans: their boundaries."""
   return [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
 
 
