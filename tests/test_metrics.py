@@ -144,6 +144,7 @@ def test_silent_reference_row_is_nan_and_others_unaffected():
   ref[1] = 0.0
   sdr, sir, sar = (np.asarray(m) for m in metrics.bss_eval_sources(ref, est))
   assert np.isnan([sdr[1], sir[1], sar[1]]).all()
+  np.testing.assert_array_equal(np.isnan(sdr), metrics.is_silent(ref))
   # A zero reference spans nothing, so the other rows equal mir_eval without it.
   keep = [0, 2]
   want = mir_eval_metrics(ref[keep], est[keep])
@@ -155,6 +156,8 @@ def test_near_silent_reference_uses_protocol_threshold():
   ref = np.stack([synth.note_track(rng, 5000) for _ in range(2)])
   est = synth.imperfect_estimates(rng, ref)
   ref[0] = 1e-5 / 5000 * 0.5  # sum |x| = 5e-6 <= 1e-5
+  assert metrics.is_silent(ref).tolist() == [True, False]
+  assert not metrics.is_silent(ref, threshold=1e-6)[0]
   assert np.isnan(np.asarray(metrics.bss_eval_sources(ref, est)[0])[0])
   sdr = metrics.bss_eval_sources(ref, est, silence_threshold=0.0)[0]
   assert np.isfinite(np.asarray(sdr)).all()

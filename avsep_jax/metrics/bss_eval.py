@@ -62,6 +62,21 @@ from avsep_jax import validation
 SILENCE_THRESHOLD = 1e-5
 
 
+def is_silent(signals, threshold: float = SILENCE_THRESHOLD):
+  """The evaluation protocol's silence rule: `sum |x| <= threshold` over samples.
+
+  Args:
+    signals: `[..., L]` waveforms.
+    threshold: the protocol's 1e-5 by default.
+
+  Returns:
+    bool `[...]`: True where the signal is silent. Rows with a silent reference
+    are the NaN rows of `bss_eval_sources` (counted as skipped); silent
+    estimates are scored by the evaluation's own rule.
+  """
+  return jnp.sum(jnp.abs(jnp.asarray(signals)), axis=-1) <= threshold
+
+
 def _block_spectra(signals, num_lags: int):
   """2F-point spectra of the F-sample blocks of `[S, L]` signals -> `[blocks + 1, S, F + 1]`.
 
@@ -243,8 +258,8 @@ def _db(num, den):
 def _one_mixture(reference, estimate, filter_length: int, silence_threshold: float):
   """Metrics of one mixture: reference, estimate `[N, L]` -> three `[N]`."""
   n = reference.shape[0]
-  silent_ref = jnp.sum(jnp.abs(reference), -1) <= silence_threshold
-  silent_est = jnp.sum(jnp.abs(estimate), -1) <= silence_threshold
+  silent_ref = is_silent(reference, silence_threshold)
+  silent_est = is_silent(estimate, silence_threshold)
   reference = jnp.where(silent_ref[:, None], 0.0, reference)
   # One transform of every signal; rows [references; estimates] against references:
   # gram[i, j, k] = r_ij[k], corr[e, i, a] = <reference i delayed by a, estimate e>.
