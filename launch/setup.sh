@@ -10,7 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
+if [ -z "$PYTHON" ] || ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "setup: no Python interpreter found (looked for python3.11, python3);" \
+       "install Python >= 3.11 or set PYTHON=/path/to/python" >&2
+  exit 1
+fi
 
 # Debian packages the project uses at run time. They are installed only when missing.
 DEBIAN_PACKAGES=()
