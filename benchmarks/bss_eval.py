@@ -95,7 +95,8 @@ def main():
   parser.add_argument("--num_sources", type=int, default=2)
   parser.add_argument("--length", type=int, default=65535)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--group_size", type=int, default=2)
+  parser.add_argument("--group_size", type=int, default=None,
+                      help="mixtures per kernel; default: the library's (2 on CPU)")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--fast_bss_eval_python",
                       default=str(ROOT / ".venv-fast-bss-eval" / "bin" / "python"))

@@ -317,7 +317,7 @@ def _default_threads() -> int:
 
 def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
                      dtype=jnp.float64, silence_threshold: float = SILENCE_THRESHOLD,
-                     group_size: int = 2, num_threads: int | None = None):
+                     group_size: int | None = None, num_threads: int | None = None):
   """SDR, SIR and SAR of each estimate against its reference (no permutation).
 
   mir_eval's `bss_eval_sources(reference, estimate, compute_permutation=False)`
@@ -336,8 +336,8 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
       trace; inside a jit it needs x64 already on.
     silence_threshold: a row with sum |x| at or below this is silent (see module
       docstring).
-    group_size: mixtures per compiled group kernel; small groups stay in cache
-      on CPU, larger ones fill an accelerator.
+    group_size: mixtures per compiled group kernel; default 2 on the CPU
+      backend (stays in cache) and 64 on accelerators (fills the device).
     num_threads: host threads dispatching groups (eager calls only); default:
       the CPU's cores on the CPU backend, 1 on accelerators.
 
@@ -355,6 +355,8 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
                      "L >= 1 samples")
   if filter_length < 1:
     raise ValueError(f"filter_length must be positive; got {filter_length}")
+  if group_size is None:
+    group_size = 2 if jax.default_backend() == "cpu" else 64
   if group_size < 1:
     raise ValueError(f"group_size must be positive; got {group_size}")
   if num_threads is not None and num_threads < 1:
