@@ -122,6 +122,8 @@ def test_thread_and_group_settings_give_identical_values():
   assert f32.dtype == np.float32
   with pytest.raises(ValueError, match="num_threads must be positive"):
     metrics.bss_eval_sources(ref, est, num_threads=0)
+  empty = metrics.bss_eval_sources(ref[:0], est[:0])
+  assert [x.shape for x in empty] == [(0, 3)] * 3
 
 
 def test_runs_under_jit():
@@ -192,24 +194,36 @@ def test_lagged_correlations_match_direct_sums(rng):
 
 
 @pytest.mark.parametrize("num", [1, 2, 3])
-def test_block_toeplitz_solver_matches_dense_solve(rng, num):
+def test_block_toeplitz_quadratic_form_matches_dense_solve(rng, num):
   f, length = 40, 600
   sig = np.stack([synth.note_track(rng, length) for _ in range(num)])
-  rhs = rng.standard_normal((num, 2, f))
+  rhs = rng.standard_normal((num, 3, f))
+  # Dense matrix, delay-major: entry ((a, i), (b, j)) = R(b - a)[i, j].
   with jax.enable_x64(True):
     lags = np.asarray(metrics.lagged_correlations(jnp.asarray(sig), jnp.asarray(sig), f))
-    for chunks in (1, 3, 8):
-      got = np.asarray(metrics.solve_block_toeplitz(jnp.asarray(lags), jnp.asarray(rhs),
-                                                    num_chunks=chunks))
-      # Dense matrix, delay-major: entry ((a, i), (b, j)) = R(b - a)[i, j].
-      dense = np.zeros((f * num, f * num))
-      for a in range(f):
-        for b in range(f):
-          block = lags[:, :, b - a] if b >= a else lags[:, :, a - b].T
-          dense[a * num:(a + 1) * num, b * num:(b + 1) * num] = block
-      d = rhs.transpose(2, 0, 1).reshape(f * num, 2)
-      want = np.linalg.solve(dense, d).reshape(f, num, 2).transpose(1, 2, 0)
-      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * np.abs(want).max())
+  dense = np.zeros((f * num, f * num))
+  for a in range(f):
+    for b in range(f):
+      block = lags[:, :, b - a] if b >= a else lags[:, :, a - b].T
+      dense[a * num:(a + 1) * num, b * num:(b + 1) * num] = block
+  d = rhs.transpose(2, 0, 1).reshape(f * num, 3)
+  want = d.T @ np.linalg.solve(dense, d)
+  for chunks, track_solution in [(1, False), (3, False), (8, False), (3, True), (8, True)]:
+    with jax.enable_x64(True):
+      got = np.asarray(metrics.block_toeplitz_quadratic_form(
+          jnp.asarray(lags), jnp.asarray(rhs), num_chunks=chunks,
+          track_solution=track_solution))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
+
+
+def test_block_toeplitz_quadratic_form_single_lag():
+  lags = np.array([[[2.0]], ])  # [1, 1, 1]: G = [[2]]
+  rhs = np.array([[[3.0], [1.0]]])  # [1, 2, 1]
+  for track_solution in (False, True):
+    with jax.enable_x64(True):
+      got = np.asarray(metrics.block_toeplitz_quadratic_form(
+          jnp.asarray(lags), jnp.asarray(rhs), track_solution=track_solution))
+    np.testing.assert_allclose(got, [[4.5, 1.5], [1.5, 0.5]])
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -25,16 +25,22 @@ How it is computed, per mixture:
    cross-spectra are accumulated over blocks (overlap-save), so the cost is one
    pass of small FFTs per signal (references and estimates transformed once)
    instead of one 2^17-point FFT per pair.
-2. G is block Toeplitz (N x N blocks of lag matrices R(k)), so G x = d is solved
-   by the block Levinson recursion in O(N^3 F^2) instead of O((N F)^3) for a
-   dense factorisation: at N=2, F=512 about 1.8e7 multiply-adds as implemented
-   against 3.6e8 for a dense Cholesky of the 1024 x 1024 Gram matrix.
+2. G is block Toeplitz (N x N blocks of lag matrices R(k)), so `d^T G^{-1} d` is
+   accumulated by the block Levinson recursion in O(N^3 F^2) instead of
+   O((N F)^3) for a dense factorisation: at N=2, F=512 about 1e7 multiply-adds
+   against 3.6e8 for a dense Cholesky of the 1024 x 1024 Gram matrix. In
+   float64 no solution vector is formed: each order adds the innovation of its
+   backward predictor (see `block_toeplitz_quadratic_form`).
 3. The single-source projections P_j use the same recursion with scalar blocks.
 
-Mixtures are processed a few at a time (one compiled kernel per group of
-`group_size`) so the working set stays in cache on CPU and any batch size
-reuses one compilation; on the CPU backend, groups are dispatched from one host
-thread per core, since each small kernel runs on a single core.
+Mixtures are processed a group at a time (one compiled kernel per group of
+`group_size`), so every batch of at least `group_size` mixtures reuses one
+compilation (a smaller batch gets a kernel of its own size). Inside a group the
+correlations run one mixture after another (their FFT working set stays in
+cache) and the recursions run on the whole group at once (each of their 511
+sequential steps has a fixed cost that the group shares). On the CPU backend,
+groups are dispatched from one host thread per core, since each kernel runs
+mostly on a single core.
 
 Silent references: mir_eval raises. Here a reference with sum |x| <= the
 silence threshold (1e-5, the evaluation protocol's) is excluded from the
@@ -77,36 +83,41 @@ def is_silent(signals, threshold: float = SILENCE_THRESHOLD):
   return jnp.sum(jnp.abs(jnp.asarray(signals)), axis=-1) <= threshold
 
 
-def _block_spectra(signals, num_lags: int):
-  """2F-point spectra of the F-sample blocks of `[S, L]` signals -> `[blocks + 1, S, F + 1]`.
+def _correlations(signals, num_y: int, num_lags: int, chunk_blocks: int = 16):
+  """Lags 0..F-1 of every signal against each of the first `num_y` -> `[S, num_y, F]`.
 
-  The last block is all zeros (lookahead for the final two-block window).
+  `r[i, j, k] = sum_n signals[i, n + k] * signals[j, n]`. The signals are cut
+  into F-sample blocks; each block gets one 2F-point real FFT, and the
+  cross-spectra are accumulated over blocks (overlap-save). The 2F-point
+  spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}, and that
+  window covers every x[bF + m + k] with m, k < F, so there is no wrap-around.
+  Blocks are transformed `chunk_blocks` at a time inside the accumulation loop,
+  so the spectra never exist all at once: the working set stays in cache.
   """
   f = num_lags
-  num_blocks = -(-signals.shape[-1] // f)
-  pad = (num_blocks + 1) * f - signals.shape[-1]
-  blocks = jnp.pad(signals, ((0, 0), (0, pad))).reshape(signals.shape[0], num_blocks + 1, f)
-  return jnp.moveaxis(jnp.fft.rfft(blocks, n=2 * f, axis=-1), 1, 0)
+  num, length = signals.shape
+  num_blocks = -(-length // f)
+  chunk = min(chunk_blocks, num_blocks)
+  num_chunks = -(-num_blocks // chunk)
+  padded = (num_chunks * chunk + 1) * f  # + one zero block: the last chunk's lookahead
+  blocks = jnp.pad(signals, ((0, 0), (0, padded - length))).reshape(num, -1, f)
+  blocks = jnp.swapaxes(blocks, 0, 1)                                 # [blocks + 1, S, F]
+  chunks = jnp.concatenate([blocks[:-1].reshape(num_chunks, chunk, num, f),
+                            blocks[chunk::chunk, None]], 1)         # [chunks, chunk + 1, S, F]
+  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(signals.dtype)
 
+  def accumulate(acc, blocks):
+    spectra = jnp.fft.rfft(blocks, n=2 * f, axis=-1)                # [chunk + 1, S, F + 1]
+    re, im = acc
+    for b in range(chunk):  # x2 * conj(y) in real arithmetic: fuses into one loop on CPU
+      x2 = spectra[b] + sign * spectra[b + 1]
+      xr, xi = x2.real[:, None], x2.imag[:, None]
+      yr, yi = spectra[b, :num_y].real[None], spectra[b, :num_y].imag[None]
+      re, im = re + (xr * yr + xi * yi), im + (xi * yr - xr * yi)
+    return (re, im), None
 
-def _correlate_spectra(x_spectra, y_spectra, num_lags: int):
-  """Lags 0..F-1 of every (x, y) pair from `_block_spectra` outputs -> `[I, J, F]`."""
-  f = num_lags
-  # The 2F-point spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}:
-  # x[bF : bF + 2F] covers every x[bF + m + k] with m, k < F, so no wrap-around.
-  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(x_spectra.real.dtype)
-  xs2 = x_spectra[:-1] + sign * x_spectra[1:]
-  ys = y_spectra[:-1]
-
-  def accumulate(acc, blk):
-    xr, xi, yr, yi = blk  # x2 * conj(y), in real arithmetic (fuses well on CPU)
-    re = xr[:, None] * yr[None] + xi[:, None] * yi[None]
-    im = xi[:, None] * yr[None] - xr[:, None] * yi[None]
-    return (acc[0] + re, acc[1] + im), None
-
-  zero = jnp.zeros((xs2.shape[1], ys.shape[1], f + 1), xs2.real.dtype)
-  (re, im), _ = jax.lax.scan(accumulate, (zero, zero),
-                             (xs2.real, xs2.imag, ys.real, ys.imag))
+  zero = jnp.zeros((num, num_y, f + 1), signals.dtype)
+  (re, im), _ = jax.lax.scan(accumulate, (zero, zero), chunks)
   return jnp.fft.irfft(jax.lax.complex(re, im), n=2 * f, axis=-1)[..., :f]
 
 
@@ -124,8 +135,8 @@ def lagged_correlations(x, y, num_lags: int):
   Returns:
     `[I, J, F]` with `r[i, j, k] = sum_n x[i, n + k] * y[j, n]` (zero outside [0, L)).
   """
-  return _correlate_spectra(_block_spectra(x, num_lags), _block_spectra(y, num_lags),
-                            num_lags)
+  num_y = y.shape[0]
+  return _correlations(jnp.concatenate([y, x]), num_y, num_lags)[num_y:]
 
 
 def _inv_small(a):
@@ -138,56 +149,90 @@ def _inv_small(a):
   return jnp.linalg.inv(a)
 
 
+def _mm(a, b):
+  """a @ b for tiny matrices as broadcast multiply-adds (fuses with neighbours on CPU)."""
+  return sum(a[..., :, j, None] * b[..., None, j, :] for j in range(a.shape[-1]))
+
+
 def _chunk_bounds(f: int, num_chunks: int) -> list[int]:
   """Recursion orders 1..F split into `num_chunks` scans: their boundaries."""
   return [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
 
 
-def _solve_scalar_toeplitz(lags, rhs, num_chunks: int):
-  """`solve_block_toeplitz` for N = 1 (lags `[F]`, rhs `[K, F]`): elementwise products.
+def _scalar_toeplitz_quadratic_form(lags, rhs, num_chunks: int, track_solution: bool):
+  """`block_toeplitz_quadratic_form` for N = 1: lags `[F]`, rhs `[K, F]` -> `[K, K]`.
 
-  With 1 x 1 blocks the GEMM form degenerates to matrix-vector products; fused
-  multiply-reduce loops over the delay axis are faster on CPU.
+  With 1 x 1 blocks the matrix products degenerate to dot products.
   """
   f = lags.shape[-1]
+  dtype = lags.dtype
   rev = jnp.pad(lags[::-1], (0, f))  # rev[m] = r(F-1-m), zeros after
+  rhs_rows = jnp.pad(rhs, ((0, 0), (0, 1)))
+  lags_rows = jnp.pad(lags, (0, 1))  # against [0; bwd]: r(c) at delay c
+  r0 = lags[0]
   bounds = _chunk_bounds(f, num_chunks)
-  size = bounds[1] if len(bounds) > 1 else 1
-  fwd = jnp.zeros((size,), lags.dtype).at[0].set(1.0 / lags[0])
-  bwd = fwd
-  sol = jnp.zeros((rhs.shape[0], size), lags.dtype).at[:, 0].set(rhs[:, 0] / lags[0])
+  size = bounds[1] + 1 if len(bounds) > 1 else 2
+  fwd = jnp.zeros((size,), dtype).at[0].set(1.0 / r0)
+  bwd = jnp.zeros((size,), dtype).at[1].set(1.0 / r0)  # shifted by one delay
+  if track_solution:
+    extra = jnp.zeros((rhs.shape[0], size), dtype).at[:, 0].set(rhs[:, 0] / r0)
+  else:  # (prediction-error power, form so far)
+    extra = (r0, jnp.outer(rhs[:, 0], rhs[:, 0]) / r0)
   for lo, hi in zip(bounds[:-1], bounds[1:]):
-    fwd, bwd = jnp.pad(fwd, (0, hi - fwd.shape[0])), jnp.pad(bwd, (0, hi - bwd.shape[0]))
-    sol = jnp.pad(sol, ((0, 0), (0, hi - sol.shape[1])))
-    ahead = jnp.pad(lags[1:], (0, 1))[:hi]  # ahead[c] = r(c + 1)
+    rows = hi + 1
+    fwd, bwd = jnp.pad(fwd, (0, rows - fwd.shape[0])), jnp.pad(bwd, (0, rows - bwd.shape[0]))
+    if track_solution:
+      extra = jnp.pad(extra, ((0, 0), (0, rows - extra.shape[1])))
 
-    def step(carry, order, hi=hi, ahead=ahead):
-      fwd, bwd, sol = carry
-      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, hi)  # r(order - b)
-      err_f, err_b = jnp.dot(back, fwd), jnp.dot(ahead, bwd)
-      err_x = sol @ back
-      bwd_shift = jnp.roll(bwd, 1)
-      new_fwd = (fwd - bwd_shift * err_f) / (1.0 - err_b * err_f)
-      new_bwd = (bwd_shift - fwd * err_b) / (1.0 - err_f * err_b)
-      delta = jax.lax.dynamic_index_in_dim(rhs, order, 1, keepdims=False) - err_x
-      return (new_fwd, new_bwd, sol + delta[:, None] * new_bwd[None]), None
+    def step(carry, order, rows=rows, rhs_rows=rhs_rows[:, :rows], ahead=lags_rows[:rows]):
+      fwd, bwd, extra = carry
+      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows)  # r(order - b)
+      err_f = jnp.dot(back, fwd)
+      # Equal in exact arithmetic (G is symmetric). Growing a solution (float32)
+      # needs both: each predictor's update then matches its own rounding.
+      err_b = jnp.dot(ahead, bwd) if track_solution else err_f
+      shrink = 1.0 - err_f * err_b
+      new_fwd = (fwd - bwd * err_f) / shrink
+      new_bwd = (bwd - fwd * err_b) / shrink
+      if track_solution:
+        delta = jax.lax.dynamic_index_in_dim(rhs_rows, order, 1, keepdims=False) - extra @ back
+        extra = extra + delta[:, None] * new_bwd[None]
+      else:
+        power, form = extra
+        innovation = rhs_rows @ new_bwd
+        power = shrink * power
+        extra = (power, form + power * jnp.outer(innovation, innovation))
+      return (new_fwd, jnp.roll(new_bwd, 1), extra), None
 
-    (fwd, bwd, sol), _ = jax.lax.scan(step, (fwd, bwd, sol), jnp.arange(lo, hi))
-  return sol
+    (fwd, bwd, extra), _ = jax.lax.scan(step, (fwd, bwd, extra), jnp.arange(lo, hi))
+  if track_solution:
+    return rhs @ extra[:, :f].T
+  return extra[1]
 
 
-def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
-  """Solves G x = d for a symmetric positive-definite block-Toeplitz G.
+def block_toeplitz_quadratic_form(lags, rhs, num_chunks: int = 8, track_solution: bool = False):
+  """`d^T G^{-1} d` for a symmetric positive-definite block-Toeplitz G.
 
   G has F x F blocks of size N x N; block (a, b) is R(b - a) with
-  R(-k) = R(k)^T, which is the Gram matrix of N signals' delays 0..F-1
-  ordered delay-major. Solved with the block Levinson (Whittle/Wiggins-Robinson)
+  R(-k) = R(k)^T: the Gram matrix of N signals' delays 0..F-1, ordered
+  delay-major. Computed with the block Levinson (Whittle/Wiggins-Robinson)
   recursion: forward and backward predictors of growing order, O(N^3 F^2).
 
-  For N > 1 each step is two small matrix products over the state
-  `[forward predictor | backward predictor shifted by one block | solution]`
-  (delay-major, `[order + 1, N, 2N + K]`): one gives every inner product the
-  step needs, the other applies the whole update as one `(2N+K)^2` matrix.
+  Two ways to get the form from the recursion:
+  - innovations (default, fewer operations): bordering G_k to G_{k+1} adds
+    `beta^T S beta`, where `beta = B^T d` is the innovation of the new backward
+    predictor B (G_{k+1} B = last block column of the identity) and S the
+    backward prediction-error covariance. No solution vector is kept.
+  - `track_solution=True`: the solution x of G x = d is grown step by step from
+    the residual `d_k - G_k-row x` and the form is `d^T x`. About 1.5x the
+    operations, but the residual corrects rounding as it goes: in float32 the
+    innovations' errors add up to ~10x more (0.1 dB on a 29 dB SAR in the
+    tests), so float32 callers should track the solution.
+
+  Each step of the recursion is two small matrix products over the state
+  `[forward predictor | backward predictor shifted by one block (| solution)]`
+  (delay-major, `[order + 1, N, width]`): one gives every inner product the step
+  needs, the other applies the whole update as one `width x width` matrix.
   Matrix products keep XLA on its GEMM kernels instead of many small reductions.
 
   Args:
@@ -196,57 +241,82 @@ def solve_block_toeplitz(lags, rhs, num_chunks: int = 8):
     num_chunks: the recursion's order grows from 1 to F; it runs in this many
       scans over prefixes of growing static length so little work is spent on
       not-yet-used zero blocks.
+    track_solution: see above.
 
   Returns:
-    `[N, K, F]`, the solution in the same layout as `rhs`.
+    `[K, K]`: `d_i^T G^{-1} d_j`.
   """
   n, _, f = lags.shape
   k = rhs.shape[1]
   if n == 1:
-    return _solve_scalar_toeplitz(lags[0, 0], rhs[0], num_chunks)[None]
-  width = 2 * n + k
+    return _scalar_toeplitz_quadratic_form(lags[0, 0], rhs[0], num_chunks, track_solution)
   dtype = lags.dtype
+  width = 2 * n + (k if track_solution else 0)
   # Row-major [i, delay, j] layouts: a slice over delays reshapes to [N, delays * N].
   lag_rows_all = jnp.pad(jnp.transpose(lags, (0, 2, 1)), ((0, 0), (0, 1), (0, 0)))
+  rhs_rows_all = jnp.pad(jnp.transpose(rhs, (1, 2, 0)), ((0, 0), (0, 1), (0, 0)))
   # rev[i, m, j] = R(F-1-m)^T[i, j], zeros after: the window from F-1-order holds
   # R(order - b)^T at delay b (zero for b >= order).
   rev = jnp.pad(jnp.transpose(lags, (1, 2, 0))[:, ::-1], ((0, 0), (0, f), (0, 0)))
   rhs_by_delay = jnp.transpose(rhs, (2, 0, 1))                     # [F, N, K]
   eye = jnp.eye(n, dtype=dtype)
-  r0_inv = _inv_small(lags[..., 0])
+  r0 = lags[..., 0]
+  r0_inv = _inv_small(r0)
   bounds = _chunk_bounds(f, num_chunks)
   state = jnp.zeros((bounds[1] + 1 if len(bounds) > 1 else 2, n, width), dtype)
-  state = state.at[0, :, :n].set(r0_inv)                          # forward, order 1
-  state = state.at[1, :, n:2 * n].set(r0_inv)                     # [0; backward]
-  state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])    # solution
+  state = state.at[0, :, :n].set(r0_inv).at[1, :, n:2 * n].set(r0_inv)  # [fwd | [0; bwd]]
+  if track_solution:
+    state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])
+    extra = ()
+  else:  # (forward and backward prediction-error covariances, form so far)
+    extra = (r0, r0, rhs_by_delay[0].T @ r0_inv @ rhs_by_delay[0])
 
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     rows = hi + 1  # delays 0..hi: the shifted backward predictor reaches delay `order`
     state = jnp.pad(state, ((0, rows - state.shape[0]), (0, 0), (0, 0)))
-    lag_rows = lag_rows_all[:, :rows].reshape(n, rows * n)
+    if track_solution:
+      fixed_rows = lag_rows_all[:, :rows].reshape(n, rows * n)
+    else:
+      fixed_rows = rhs_rows_all[:, :rows].reshape(k, rows * n)
 
-    def step(state, order, rows=rows, lag_rows=lag_rows):
+    def step(carry, order, rows=rows, fixed_rows=fixed_rows):
+      state, extra = carry
       back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows, axis=1)
-      inner = jnp.concatenate([back.reshape(n, rows * n), lag_rows], 0) @ state.reshape(
-          rows * n, width)                                         # [2N, 2N + K]
-      err_f = inner[:n, :n]        # new block row of T times the forward predictor
-      err_x = inner[:n, 2 * n:]    # ... times the current solution
-      err_b = inner[n:, n:2 * n]   # first block row times [0; backward]
-      gain_f = _inv_small(eye - err_b @ err_f)
-      gain_b = _inv_small(eye - err_f @ err_b)
-      delta = jax.lax.dynamic_index_in_dim(rhs_by_delay, order, 0, keepdims=False) - err_x
-      gain_b_delta = gain_b @ delta
-      # [fwd, [0; bwd], sol] @ update = [new fwd, new bwd, new sol]
-      update = jnp.block([
-          [gain_f, -err_b @ gain_b, -err_b @ gain_b_delta],
-          [-err_f @ gain_f, gain_b, gain_b_delta],
-          [jnp.zeros((k, 2 * n), dtype), jnp.eye(k, dtype=dtype)]])
-      new = (state.reshape(rows * n, width) @ update).reshape(rows, n, width)
+      inner = jnp.concatenate([back.reshape(n, rows * n), fixed_rows], 0) @ state.reshape(
+          rows * n, width)
+      err_f = inner[:n, :n]          # new block row of G times the forward predictor
+      if track_solution:
+        err_b = inner[n:2 * n, n:2 * n]  # first block row times [0; backward]
+      else:
+        # With monic predictors the two errors are D and D^T (G is symmetric), so
+        # err_b = V_f err_f^T V_b^{-1}: one block row fewer in the product above.
+        v_fwd, v_bwd, form = extra
+        err_b = _mm(_mm(v_fwd, err_f.T), _inv_small(v_bwd))
+      gain_f = _inv_small(eye - _mm(err_b, err_f))
+      shrink = eye - _mm(err_f, err_b)
+      gain_b = _inv_small(shrink)
+      update = [[gain_f, -_mm(err_b, gain_b)], [-_mm(err_f, gain_f), gain_b]]
+      if track_solution:
+        delta = (jax.lax.dynamic_index_in_dim(rhs_by_delay, order, 0, keepdims=False)
+                 - inner[:n, 2 * n:])  # d block minus the new row times the solution
+        gain_b_delta = gain_b @ delta
+        update = [update[0] + [-err_b @ gain_b_delta], update[1] + [gain_b_delta],
+                  [jnp.zeros((k, 2 * n), dtype), jnp.eye(k, dtype=dtype)]]
+      else:
+        d_fwd, d_bwd = inner[n:, :n], inner[n:, n:]                # d^T [fwd; 0], d^T [0; bwd]
+        innovation = _mm(d_bwd - _mm(d_fwd, err_b), gain_b)              # (B^T d)^T, [K, N]
+        v_fwd, v_bwd = _mm(eye - _mm(err_b, err_f), v_fwd), _mm(shrink, v_bwd)
+        extra = (v_fwd, v_bwd, form + _mm(_mm(innovation, v_bwd), innovation.T))
+      # [fwd, [0; bwd](, sol)] @ update = [new fwd, new bwd(, new sol)]
+      new = (state.reshape(rows * n, width) @ jnp.block(update)).reshape(rows, n, width)
       new_bwd = jnp.roll(new[:, :, n:2 * n], 1, axis=0)  # shift for the next order
-      return jnp.concatenate([new[:, :, :n], new_bwd, new[:, :, 2 * n:]], -1), None
+      return (jnp.concatenate([new[:, :, :n], new_bwd, new[:, :, 2 * n:]], -1), extra), None
 
-    state, _ = jax.lax.scan(step, state, jnp.arange(lo, hi))
-  return jnp.transpose(state[:f, :, 2 * n:], (1, 2, 0))
+    (state, extra), _ = jax.lax.scan(step, (state, extra), jnp.arange(lo, hi))
+  if track_solution:
+    sol = jnp.transpose(state[:f, :, 2 * n:], (1, 2, 0))            # like rhs, [N, K, F]
+    return jnp.sum(rhs[:, :, None] * sol[:, None], (0, 3))
+  return extra[2]
 
 
 def _db(num, den):
@@ -255,27 +325,35 @@ def _db(num, den):
   return jnp.where(den > 0, 10.0 * jnp.log10(num / safe), jnp.inf)
 
 
-def _one_mixture(reference, estimate, filter_length: int, silence_threshold: float):
-  """Metrics of one mixture: reference, estimate `[N, L]` -> three `[N]`."""
-  n = reference.shape[0]
+def _mixture_correlations(reference, estimate, filter_length: int, silence_threshold: float):
+  """Lagged correlations of one mixture: `[N, L]` each -> `[2N, N, F]`.
+
+  Rows [references; estimates] against references: `out[i, j, k] = r_ij[k]`
+  for references i, j (the Gram blocks) and `out[N + e, i, a]` = <reference i
+  delayed by a, estimate e>. Silent references are zeroed first.
+  """
   silent_ref = is_silent(reference, silence_threshold)
-  silent_est = is_silent(estimate, silence_threshold)
   reference = jnp.where(silent_ref[:, None], 0.0, reference)
-  # One transform of every signal; rows [references; estimates] against references:
-  # gram[i, j, k] = r_ij[k], corr[e, i, a] = <reference i delayed by a, estimate e>.
-  spectra = _block_spectra(jnp.concatenate([reference, estimate]), filter_length)
-  both = _correlate_spectra(spectra, spectra[:, :n], filter_length)  # [2N, N, F]
+  return _correlations(jnp.concatenate([reference, estimate]), reference.shape[0],
+                       filter_length)
+
+
+def _metrics_from_correlations(both, energy, silent_ref, silent_est):
+  """SDR, SIR, SAR `[3, N]` of one mixture from `_mixture_correlations` and |e|^2 `[N]`."""
+  n = both.shape[1]
   gram, corr = both[:n], both[n:]
   # A silent reference's delays span nothing: an identity block keeps G invertible
   # and its zero correlations with the estimate give it no weight.
   gram = gram.at[jnp.arange(n), jnp.arange(n), 0].add(silent_ref.astype(gram.dtype))
   rhs_all = jnp.swapaxes(corr, 0, 1)                                # [N refs, N ests, F]
-  energy_all = jnp.sum(rhs_all * solve_block_toeplitz(gram, rhs_all), (0, 2))
+  # float32 grows the solution: its residual corrections hold the digits that
+  # float32 innovations lose (see block_toeplitz_quadratic_form).
+  form = functools.partial(block_toeplitz_quadratic_form,
+                           track_solution=gram.dtype == jnp.float32)
+  energy_all = jnp.diagonal(form(gram, rhs_all))
   own_gram = jnp.diagonal(gram, axis1=0, axis2=1).T[:, None, None]  # [N, 1, 1, F]
   own_rhs = jnp.diagonal(corr, axis1=0, axis2=1).T[:, None, None]
-  own_sol = jax.vmap(solve_block_toeplitz)(own_gram, own_rhs)
-  energy_own = jnp.sum(own_rhs * own_sol, (1, 2, 3))
-  energy = jnp.sum(estimate ** 2, -1)
+  energy_own = jax.vmap(form)(own_gram, own_rhs)[:, 0, 0]
   sdr = _db(energy_own, energy - energy_own)
   sir = _db(energy_own, energy_all - energy_own)
   sar = _db(energy_all, energy - energy_all)
@@ -286,10 +364,18 @@ def _one_mixture(reference, estimate, filter_length: int, silence_threshold: flo
 
 @functools.partial(jax.jit, static_argnames=("filter_length", "silence_threshold"))
 def _group_metrics(reference, estimate, filter_length, silence_threshold):
-  """`[G, N, L]` pairs -> `[G, 3, N]`; compiled once per (G, N, L, dtype)."""
-  fn = functools.partial(_one_mixture, filter_length=filter_length,
-                         silence_threshold=silence_threshold)
-  return jax.vmap(fn)(reference, estimate)
+  """`[G, N, L]` pairs -> `[G, 3, N]`; compiled once per (G, N, L, dtype).
+
+  Correlations run one mixture at a time (their FFT working set then stays in
+  cache at any G); the recursions run on the whole group at once, which spreads
+  each step's fixed cost over G mixtures.
+  """
+  both = jax.lax.map(
+      lambda pair: _mixture_correlations(*pair, filter_length, silence_threshold),
+      (reference, estimate))
+  return jax.vmap(_metrics_from_correlations)(
+      both, jnp.sum(estimate ** 2, -1), is_silent(reference, silence_threshold),
+      is_silent(estimate, silence_threshold))
 
 
 def _padded_length(length: int, filter_length: int, bucket_blocks: int = 16) -> int:
@@ -336,8 +422,9 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
       trace; inside a jit it needs x64 already on.
     silence_threshold: a row with sum |x| at or below this is silent (see module
       docstring).
-    group_size: mixtures per compiled group kernel; default 2 on the CPU
-      backend (stays in cache) and 64 on accelerators (fills the device).
+    group_size: mixtures per compiled group kernel (at most the batch size);
+      default 4 on the CPU backend (the recursions' state stays in cache) and
+      64 on accelerators (fills the device).
     num_threads: host threads dispatching groups (eager calls only); default:
       the CPU's cores on the CPU backend, 1 on accelerators.
 
@@ -356,7 +443,7 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
   if filter_length < 1:
     raise ValueError(f"filter_length must be positive; got {filter_length}")
   if group_size is None:
-    group_size = 2 if jax.default_backend() == "cpu" else 64
+    group_size = 4 if jax.default_backend() == "cpu" else 64
   if group_size < 1:
     raise ValueError(f"group_size must be positive; got {group_size}")
   if num_threads is not None and num_threads < 1:
@@ -371,6 +458,10 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
 
   num, length = ref_shape[-2:]
   batch = int(np.prod(ref_shape[:-2], dtype=np.int64))
+  if batch == 0:
+    empty = np.zeros(ref_shape[:-1], dtype)  # nothing to score
+    return empty, empty, empty
+  group_size = min(group_size, batch)  # a lone mixture is not padded to a full group
   groups = -(-batch // group_size)
   padded = _padded_length(length, filter_length)
   kernel = functools.partial(_group_metrics, filter_length=filter_length,
@@ -392,7 +483,7 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
       ref, est = (jnp.stack([group_input(jnp.asarray(x), g) for g in range(groups)])
                   for x in (reference, estimate))
       out = jax.lax.map(lambda pair: kernel(*pair), (ref, est))
-    else:  # one compiled group kernel serves every batch size
+    else:  # one compiled group kernel serves every batch of >= group_size
       ref, est = (x if isinstance(x, jax.Array) else np.asarray(x)
                   for x in (reference, estimate))
       x64 = bool(jax.config.jax_enable_x64)
