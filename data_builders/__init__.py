@@ -1,1 +1,7 @@
-"""TFDS dataset builders; importing this package registers them by name."""
+"""TFDS dataset builders; importing this package registers them by name.
+
+    import data_builders
+    tfds.builder("synthetic_music/small", data_dir=...).download_and_prepare()
+"""
+
+from data_builders import synthetic_music  # registers "synthetic_music"

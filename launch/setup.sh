@@ -18,7 +18,8 @@ if [ -z "$PYTHON" ] || ! command -v "$PYTHON" >/dev/null 2>&1; then
 fi
 
 # Debian packages the project uses at run time. They are installed only when missing.
-DEBIAN_PACKAGES=()
+# libcairo2: CairoSVG renders the instrument pictures of synthetic_music with it.
+DEBIAN_PACKAGES=(libcairo2)
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   DEBIAN_PACKAGES+=(python3-venv)
 fi
@@ -41,7 +42,7 @@ if sys.version_info < (3, 11):
 PY
 
 stamp="$VENV/.avsep_jax_installed"
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-no-deps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $VENV is up to date"
   exit 0
@@ -54,7 +55,15 @@ pip_install() {  # quiet, minus the notices some pip configurations print per pa
 }
 pip_install --upgrade pip
 pip_install -r requirements.txt
+pip_install --no-deps -r requirements-no-deps.txt
 pip_install --no-deps -e .
-"$VENV/bin/python" -m pip check
+# pip check, minus the one requirement requirements-no-deps.txt leaves out on purpose.
+check=$("$VENV/bin/python" -m pip check 2>&1 || true)
+problems=$(printf '%s\n' "$check" | grep -v -e "^No broken requirements" \
+  -e "^tinysoundfont [0-9.]* requires pyaudio, which is not installed" -e '^$' || true)
+if [ -n "$problems" ]; then
+  printf 'setup: pip check found conflicts:\n%s\n' "$problems" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"
 echo "setup: done"

@@ -17,3 +17,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 @pytest.fixture
 def rng():
   return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """`synthetic_music/tiny` built once per test session; its TFDS data_dir."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import data_builders  # pylint: disable=g-import-not-at-top,unused-import
+  data_dir = tmp_path_factory.mktemp("tfds")
+  builder = tfds.builder("synthetic_music/tiny", data_dir=str(data_dir), num_workers=1)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return str(data_dir)

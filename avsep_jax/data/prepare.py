@@ -1,0 +1,84 @@
+"""Builds a registered TFDS dataset when it is not prepared yet (safe with several processes).
+
+    python -m avsep_jax.data.prepare --dataset=synthetic_music/small [--data_dir=DIR]
+
+The entry points call `prepare_dataset` before reading, so a fresh machine
+builds the embedded dataset on first use. TFDS writes into a temporary folder
+and renames it when complete, so an interrupted build is never read as a
+dataset; a later call starts it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pathlib
+
+from absl import app
+from absl import flags
+from absl import logging
+
+
+def default_data_dir() -> str:
+  """TFDS's own default (`$TFDS_DATA_DIR`, else ~/tensorflow_datasets)."""
+  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+@contextlib.contextmanager
+def _file_lock(path: pathlib.Path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)  # other processes wait here
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None):
+  """Returns the TFDS builder of `name` (e.g. "synthetic_music/small"), built if needed.
+
+  Args:
+    name: a registered dataset, optionally with `/config`.
+    data_dir: TFDS data_dir (default: TFDS's own).
+    num_workers: processes for builders that take them (synthetic_music);
+      default: the CPU's cores.
+
+  Raises:
+    ValueError: the dataset name is not registered.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import data_builders  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
+  data_dir = data_dir or default_data_dir()
+  kwargs = {"num_workers": num_workers} if name.split("/")[0] == "synthetic_music" else {}
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, **kwargs)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"dataset {name!r} is not registered ({e})") from e
+  if builder.is_prepared():
+    return builder
+  lock = pathlib.Path(data_dir) / f".{name.replace('/', '_')}.lock"
+  with _file_lock(lock):
+    builder = tfds.builder(name, data_dir=data_dir, **kwargs)  # another process may have built it
+    if not builder.is_prepared():
+      logging.info("building %s in %s", name, data_dir)
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return builder
+
+
+def main(argv):
+  del argv
+  flag = flags.FLAGS
+  builder = prepare_dataset(flag.dataset, flag.data_dir, num_workers=flag.num_workers)
+  print(f"{flag.dataset}: prepared in {builder.data_dir}")
+  for split, info in builder.info.splits.items():
+    print(f"  {split}: {info.num_examples} examples")
+
+
+if __name__ == "__main__":  # flags only for the command line: importers may define their own
+  flags.DEFINE_string("dataset", "synthetic_music/small", "Dataset (name/config) to build.")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own).")
+  flags.DEFINE_integer("num_workers", None, "Builder processes (default: the CPU's cores).")
+  app.run(main)
