@@ -1,37 +1,49 @@
-"""Front-end demo: oracle-mask separation of instrument-like mixtures, scored by BSS-eval.
+"""Front-end demo on the embedded dataset: oracle-mask separation scored by BSS-eval.
 
-Runs the SoP audio path end to end without a model: mix N instrument-like
-tracks (each divided by N, as SoP mixes), STFT, log-frequency warp to 256 rows,
-ideal ratio and binary masks in the warped domain (what a model is trained to
-predict), inverse warp, masked mixture magnitude with mixture phase, iSTFT, and
-SDR/SIR/SAR/SDRi with `avsep_jax.metrics`. These oracle masks are the ceiling a
-separation model on this front end can reach. Writes wavs, a spectrogram
-figure and `results.json` under --out.
+Builds `synthetic_music` when it is not prepared yet (a progress bar per
+split), takes the evaluation protocol's fixed test mixtures (every pair and
+triple of classes, centre segments, saved as JSON under --out), and runs the
+SoP audio path end to end without a model: STFT, log-frequency warp to 256
+rows, ideal ratio and binary masks in the warped domain (what a model is
+trained to predict), inverse warp, masked mixture magnitude with mixture phase,
+iSTFT, and SDR/SIR/SAR/SDRi with `avsep_jax.metrics`. These oracle masks are
+the ceiling a separation model on this front end can reach. Writes wavs, a
+spectrogram figure and `results.json` under --out.
 
-  python -m avsep_jax.demo --out=runs/demo
+  python -m avsep_jax.demo --out=runs/demo [--data_dir=DIR] [--dataset=synthetic_music/small]
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
 from absl import app
 from absl import flags
+from absl import logging
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from avsep_jax import audio
+from avsep_jax import data
 from avsep_jax import metrics
-from avsep_jax import synthetic_signals
+
+SAMPLE_RATE = 11025
 
 _OUT = flags.DEFINE_string("out", "runs/demo", "Output directory.")
-_NUM_MIXTURES = flags.DEFINE_integer("num_mixtures", 8, "Mixtures per source count.")
-_LENGTH = flags.DEFINE_integer("length", 65535, "Samples per clip (11025 Hz).")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed of the signals.")
+_DATASET = flags.DEFINE_string("dataset", "synthetic_music/small", "Dataset (name/config).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own).")
+_SPLIT = flags.DEFINE_string("split", "test", "Split the mixtures come from.")
+_PER_COMBINATION = flags.DEFINE_list("per_combination", ["2", "1"],
+                                     "Mixtures per class combination, for 2-mix then 3-mix.")
+_LENGTH = flags.DEFINE_integer("length", 65535, "Samples per source segment (11025 Hz).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the mixture lists.")
 
 
-def separate_with_oracle_masks(sources: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+@functools.partial(jax.jit, static_argnames="kind")
+def separate_with_oracle_masks(sources, kind: str):
   """Oracle separation of `sources` `[B, N, L]` (already divided by N).
 
   Args:
@@ -52,7 +64,7 @@ def separate_with_oracle_masks(sources: np.ndarray, kind: str) -> tuple[np.ndarr
     masks = audio.binary_mask(src_warped, mix_warped[:, None])
   masks = audio.log_freq_unwarp(masks, out_bins=mix_spec.shape[-2])  # [B, N, 512, T]
   estimates = audio.mask_to_waveform(masks, mix_spec[:, None], length=length, clip=True)
-  return mixture, np.asarray(estimates)
+  return mixture, estimates
 
 
 def spectrogram_figure(path: pathlib.Path, mixture, sources, estimates) -> None:
@@ -77,41 +89,53 @@ def spectrogram_figure(path: pathlib.Path, mixture, sources, estimates) -> None:
 def main(argv):
   del argv
   import soundfile
+  logging.set_verbosity(logging.WARNING)
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
+  data.prepare_dataset(_DATASET.value, _DATA_DIR.value)
+  split = data.open_split(_DATASET.value, _SPLIT.value, _DATA_DIR.value)
+  index = data.clip_index(split)
+  options = data.MixOptions(segment_length=_LENGTH.value, crop_size=32)
   results = {}
-  print(f"{'setting':<18} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRmix':>7} {'SDRi':>7}  (dB, mean)")
-  for num in (2, 3):
-    rng = np.random.default_rng(_SEED.value + num)
-    tracks = np.stack([
-        np.stack([0.9 * synthetic_signals.note_track(rng, _LENGTH.value) for _ in range(num)])
-        for _ in range(_NUM_MIXTURES.value)])
-    sources = (tracks / num).astype(np.float32)
-    for kind in ("ratio", "binary"):
-      mixture, estimates = separate_with_oracle_masks(sources, kind)
-      sdr, sir, sar = (np.asarray(m) for m in metrics.bss_eval_sources(sources, estimates))
-      mix_as_estimate = np.broadcast_to(np.asarray(mixture)[:, None], sources.shape)
+  print(f"{'setting':<18} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRmix':>7} {'SDRi':>7} "
+        f"{'count':>6} {'skipped':>8}  (dB, mean)")
+  for num, per_combination in zip((2, 3), (int(v) for v in _PER_COMBINATION.value)):
+    specs = data.eval_mixture_list(
+        out / f"{_SPLIT.value}_{num}mix.json", index, num, _LENGTH.value, seed=_SEED.value,
+        per_combination=per_combination)
+    scores = {"ratio": [], "binary": []}  # per batch: (sdr, sir, sar, sdr_mix)
+    first = None
+    for batch in data.eval_dataset(split, specs, options, batch_size=32):
+      sources = batch["sources"] / num  # SoP mixes sum / N: each source's share
+      mix_as_estimate = np.broadcast_to(sources.sum(1, keepdims=True), sources.shape)
       sdr_mix = np.asarray(metrics.bss_eval_sources(sources, mix_as_estimate)[0])
-      row = {"sdr": float(np.nanmean(sdr)), "sir": float(np.nanmean(sir)),
-             "sar": float(np.nanmean(sar)), "sdr_mixture": float(np.nanmean(sdr_mix)),
-             "sdri": float(np.nanmean(sdr - sdr_mix)),
-             "count": int(np.isfinite(sdr).sum()), "skipped": int(np.isnan(sdr).sum())}
+      for kind in scores:
+        mixture, estimates = separate_with_oracle_masks(sources, kind)
+        sdr, sir, sar = (np.asarray(m) for m in metrics.bss_eval_sources(sources, estimates))
+        scores[kind].append((sdr, sir, sar, sdr_mix))
+        valid = ~np.isnan(sdr).any(1)
+        if kind == "ratio" and first is None and valid.any():
+          k = int(np.flatnonzero(valid)[0])
+          first = (np.asarray(mixture[k]), sources[k], np.asarray(estimates[k]))
+    for kind, parts in scores.items():
+      sdr, sir, sar, sdr_mix = (np.concatenate(p) for p in zip(*parts))
+      valid = ~np.isnan(sdr).any(1)  # a mixture with a silent reference is skipped
+      row = {"sdr": float(np.mean(sdr[valid])), "sir": float(np.mean(sir[valid])),
+             "sar": float(np.mean(sar[valid])), "sdr_mixture": float(np.mean(sdr_mix[valid])),
+             "sdri": float(np.mean((sdr - sdr_mix)[valid])),
+             "count": int(valid.sum()), "skipped": int((~valid).sum())}
       name = f"{num}mix_{kind}"
       results[name] = row
       print(f"{name:<18} {row['sdr']:7.2f} {row['sir']:7.2f} {row['sar']:7.2f} "
-            f"{row['sdr_mixture']:7.2f} {row['sdri']:7.2f}")
-      if kind == "ratio":
-        soundfile.write(out / f"{num}mix_mixture.wav", np.asarray(mixture[0]),
-                        synthetic_signals.SAMPLE_RATE)
-        for k in range(num):
-          soundfile.write(out / f"{num}mix_source{k}.wav", sources[0, k],
-                          synthetic_signals.SAMPLE_RATE)
-          soundfile.write(out / f"{num}mix_estimate{k}.wav", estimates[0, k],
-                          synthetic_signals.SAMPLE_RATE)
-        spectrogram_figure(out / f"{num}mix_spectrograms.png", mixture[0], sources[0],
-                           estimates[0])
+            f"{row['sdr_mixture']:7.2f} {row['sdri']:7.2f} {row['count']:6d} {row['skipped']:8d}")
+    mixture, sources, estimates = first
+    soundfile.write(out / f"{num}mix_mixture.wav", mixture, SAMPLE_RATE)
+    for k in range(num):
+      soundfile.write(out / f"{num}mix_source{k}.wav", sources[k], SAMPLE_RATE)
+      soundfile.write(out / f"{num}mix_estimate{k}.wav", estimates[k], SAMPLE_RATE)
+    spectrogram_figure(out / f"{num}mix_spectrograms.png", mixture, sources, estimates)
   (out / "results.json").write_text(json.dumps(results, indent=2))
-  print(f"wrote wavs, spectrograms and results.json to {out}/")
+  print(f"wrote wavs, spectrograms, mixture lists and results.json to {out}/")
 
 
 if __name__ == "__main__":

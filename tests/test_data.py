@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 import pytest
 
 from avsep_jax import data
@@ -17,3 +19,125 @@ def test_prepare_dataset_reuses_a_prepared_build(tiny_data_dir):
 def test_prepare_dataset_rejects_unknown_names(tmp_path):
   with pytest.raises(ValueError, match="'no_such_dataset' is not registered"):
     data.prepare_dataset("no_such_dataset", str(tmp_path))
+
+
+SEGMENT = 32767
+
+
+@pytest.fixture(scope="module")
+def train_split(tiny_data_dir):
+  split = data.open_split("synthetic_music/tiny", "train", tiny_data_dir)
+  return split, data.clip_index(split)
+
+
+def first_batches(split, index, count=1, **kwargs):
+  options = data.MixOptions(num_mix=kwargs.pop("num_mix", 2), segment_length=SEGMENT,
+                            crop_size=32, num_frames=kwargs.pop("num_frames", 0), frame_size=48)
+  iterator = iter(data.train_dataset(split, index, options, **kwargs))
+  return [next(iterator) for _ in range(count)]
+
+
+def test_train_batches_follow_the_batch_contract(train_split):
+  split, index = train_split
+  for num_mix in (2, 3):
+    batch, = first_batches(split, index, batch_size=4, seed=0, num_mix=num_mix, num_frames=3)
+    assert batch["mixture"].shape == (4, SEGMENT) and batch["mixture"].dtype == np.float32
+    assert batch["sources"].shape == (4, num_mix, SEGMENT)
+    assert batch["crops"].shape == (4, num_mix, 32, 32, 3) and batch["crops"].dtype == np.float32
+    assert batch["frames"].shape == (4, num_mix, 3, 48, 48, 3)
+    assert batch["labels"].shape == (4, num_mix) and batch["labels"].dtype == np.int32
+    assert batch["source_mask"].all()
+    np.testing.assert_allclose(batch["mixture"], batch["sources"].mean(1), atol=1e-6)
+    for labels in batch["labels"]:
+      assert len(set(labels)) == num_mix  # no class twice in a mixture
+    assert -3 < batch["crops"].min() < 0 < batch["crops"].max() < 3  # ImageNet-normalised
+    assert np.abs(batch["sources"]).max() <= 1.0 and np.abs(batch["sources"]).max() > 0.05
+
+
+def test_train_stream_is_seeded_and_restores_from_its_state(train_split):
+  split, index = train_split
+  a, = first_batches(split, index, batch_size=2, seed=3)
+  b, = first_batches(split, index, batch_size=2, seed=3)
+  c, = first_batches(split, index, batch_size=2, seed=4)
+  np.testing.assert_array_equal(a["sources"], b["sources"])
+  assert not np.array_equal(a["sources"], c["sources"])
+  options = data.MixOptions(segment_length=SEGMENT, crop_size=32)
+  iterator = iter(data.train_dataset(split, index, options, batch_size=2, seed=3))
+  next(iterator)
+  state = iterator.get_state()
+  want = next(iterator)
+  fresh = iter(data.train_dataset(split, index, options, batch_size=2, seed=3))
+  fresh.set_state(state)  # as a restored checkpoint would
+  got = next(fresh)
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_process_shards_split_the_stream_disjointly(train_split):
+  split, index = train_split
+  whole = first_batches(split, index, count=4, batch_size=1, seed=5)
+  shards = [first_batches(split, index, count=2, batch_size=1, seed=5, shard_index=k,
+                          shard_count=2) for k in (0, 1)]
+  for k in range(4):  # element k of the stream goes to process k % 2, and nowhere else
+    np.testing.assert_array_equal(shards[k % 2][k // 2]["sources"], whole[k]["sources"])
+  assert not np.array_equal(shards[0][0]["sources"], shards[1][0]["sources"])
+  with pytest.raises(ValueError, match="shard_index=2"):
+    first_batches(split, index, batch_size=1, seed=0, shard_index=2, shard_count=2)
+
+
+def test_worker_processes_make_the_same_mixtures(train_split):
+  """Each worker batches its own share of the stream: over `workers` batches the
+  same mixtures arrive (in another grouping), and a run is repeatable."""
+  split, index = train_split
+
+  def rows(batches):
+    return sorted(tuple(np.round(src[:, ::997], 6).ravel()) for b in batches for src in b["sources"])
+
+  want = first_batches(split, index, count=2, batch_size=2, seed=1)
+  got = first_batches(split, index, count=2, batch_size=2, seed=1, num_workers=2)
+  again = first_batches(split, index, count=2, batch_size=2, seed=1, num_workers=2)
+  assert rows(got) == rows(want)
+  for g, a in zip(got, again):
+    np.testing.assert_array_equal(g["sources"], a["sources"])
+    assert g["crops"].dtype == np.float32 and g["sources"].dtype == np.float32
+
+
+def test_eval_list_is_saved_complete_and_reused(tiny_data_dir, tmp_path):
+  split = data.open_split("synthetic_music/tiny", "test", tiny_data_dir)
+  index = data.clip_index(split, tmp_path / "index.json")
+  assert (tmp_path / "index.json").exists()
+  assert data.clip_index(split, tmp_path / "index.json") == index
+  path = tmp_path / "test_2mix.json"
+  specs = data.eval_mixture_list(path, index, 2, SEGMENT, seed=0, per_combination=2)
+  classes = len(set(index.labels))
+  assert len(specs) == classes * (classes - 1) // 2 * 2
+  pairs = {tuple(sorted(index.labels[i] for i in s.indices)) for s in specs}
+  assert len(pairs) == classes * (classes - 1) // 2
+  assert all(o == (index.lengths[i] - SEGMENT) // 2 for s in specs
+             for i, o in zip(s.indices, s.offsets))
+  assert data.eval_mixture_list(path, index, 2, SEGMENT, seed=0, per_combination=2) == specs
+  with pytest.raises(ValueError, match="made with"):
+    data.eval_mixture_list(path, index, 2, SEGMENT, seed=1, per_combination=2)
+  options = data.MixOptions(segment_length=SEGMENT, crop_size=32)
+  batches = list(data.eval_dataset(split, specs[:5], options, batch_size=2))
+  assert [b["mixture"].shape[0] for b in batches] == [2, 2, 1]
+
+
+def test_missing_or_corrupt_shards_are_named(tiny_data_dir, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / "tfds"
+  shutil.copytree(tiny_data_dir, copy)
+  folder = copy / "synthetic_music" / "tiny" / "1.0.0"
+  train = next(folder.glob("synthetic_music-train.array_record-*"))
+  train.unlink()
+  with pytest.raises(ValueError, match=f"shard {train} of synthetic_music/tiny/train is missing"):
+    data.open_split("synthetic_music/tiny", "train", str(copy))
+  test = next(folder.glob("synthetic_music-test.array_record-*"))
+  with open(test, "r+b") as f:
+    f.truncate(1000)
+  with pytest.raises(ValueError, match=f"shard {test} "):
+    data.open_split("synthetic_music/tiny", "test", str(copy))
+  with pytest.raises(ValueError, match="no split 'nope'"):
+    data.open_split("synthetic_music/tiny", "nope", str(copy))
+  with pytest.raises(ValueError, match="is not prepared"):
+    data.open_split("synthetic_music/tiny", "train", str(tmp_path / "empty"))

@@ -68,6 +68,53 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
   return builder
 
 
+def _check_shard(path: str, expected: int) -> None:
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  try:
+    reader = array_record_module.ArrayRecordReader(path)
+    try:
+      count = reader.num_records()
+    finally:
+      reader.close()
+  except Exception as e:  # array_record raises RuntimeError without the path
+    raise ValueError(f"shard {path} is corrupt ({e}); delete the dataset folder and "
+                     "prepare it again") from e
+  if count != expected:
+    raise ValueError(f"shard {path} has {count} records, dataset_info.json says {expected}; "
+                     "it is truncated or from another build: delete the dataset folder and "
+                     "prepare it again")
+
+
+def open_split(name: str, split: str, data_dir: str | None = None):
+  """A checked random-access source of one split (`tfds.data_source`), read without TensorFlow.
+
+  Every shard the dataset's metadata lists must exist and hold the number of
+  records the metadata says, so a missing or damaged file is reported by name
+  here instead of as an anonymous error mid-training.
+
+  Raises:
+    ValueError: the dataset is not prepared, the split is unknown, or a shard is
+      missing or corrupt (the file is named).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import data_builders  # pylint: disable=g-import-not-at-top,unused-import
+  data_dir = data_dir or default_data_dir()
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise ValueError(f"dataset {name} is not prepared in {data_dir}: run "
+                     f"`python -m avsep_jax.data.prepare --dataset={name} --data_dir={data_dir}`")
+  splits = builder.info.splits
+  if split not in splits:
+    raise ValueError(f"dataset {name} has no split {split!r}; it has {sorted(splits)}")
+  info = splits[split]
+  for path, expected in zip(info.filepaths, info.shard_lengths):
+    if not os.path.isfile(path):
+      raise ValueError(f"shard {path} of {name}/{split} is missing; delete the dataset folder "
+                       "and prepare it again")
+    _check_shard(str(path), expected)
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
 def main(argv):
   del argv
   flag = flags.FLAGS

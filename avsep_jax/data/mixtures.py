@@ -1,0 +1,222 @@
+"""Mix-and-separate examples: which clips a mixture uses, and loading it as arrays.
+
+A mixture is described by a `MixtureSpec` (example indices in a split and the
+first sample of each source's segment), so the same description serves random
+training mixtures (drawn per step) and the fixed evaluation lists (saved as
+JSON). `load_mixture` reads the clips from a TFDS data source (any dataset with
+the project's feature contract) and returns one example of the batch contract:
+
+  mixture      f32 [L]             sum of the sources / N (SoP's mixing)
+  sources      f32 [N, L]          each clip's segment, in [-1, 1]
+  crops        f32 [N, S, S, 3]    each source's detection box at the segment's
+                                   centre frame, resized, ImageNet-normalised
+  frames       f32 [N, T, F, F, 3] (only when asked) T frames spread over the
+                                   segment, resized, ImageNet-normalised
+  labels       i32 [N]             class ids
+  source_mask  bool [N]            valid sources (all True here)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+# SoP's image normalisation (ImageNet statistics), on RGB in [0, 1].
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixtureSpec:
+  """One mixture: example indices in the split and each segment's first sample."""
+  indices: tuple[int, ...]
+  offsets: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipIndex:
+  """What mixing needs to know about a split without decoding clips.
+
+  Attributes:
+    labels: the (first) class id of each example.
+    lengths: audio samples of each example.
+    video_ids: each example's id (names mixtures in evaluation lists).
+  """
+  labels: tuple[int, ...]
+  lengths: tuple[int, ...]
+  video_ids: tuple[str, ...]
+
+  def by_class(self) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for i, label in enumerate(self.labels):
+      out.setdefault(label, []).append(i)
+    return out
+
+
+def write_json_atomic(path: pathlib.Path, payload) -> None:
+  """Writes JSON through a temporary file and a rename: never a half-written file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+    json.dump(payload, f)
+  os.replace(f.name, path)
+
+
+def clip_index(source, cache_path: str | os.PathLike | None = None) -> ClipIndex:
+  """Labels, lengths and ids of every example of a data source (read once, then cached).
+
+  Args:
+    source: a random-access source of examples (e.g. `tfds.data_source(...)`).
+    cache_path: JSON file to reuse / write; None reads every time.
+
+  Raises:
+    ValueError: an example has no label (its index is named).
+  """
+  if cache_path is not None and os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cached = json.load(f)
+    if len(cached["labels"]) == len(source):
+      return ClipIndex(tuple(cached["labels"]), tuple(cached["lengths"]),
+                       tuple(cached["video_ids"]))
+  labels, lengths, ids = [], [], []
+  for i in range(len(source)):
+    example = source[i]
+    if len(example["labels"]) == 0:
+      raise ValueError(f"example {i} ({example['video_id']!r}) has no label")
+    labels.append(int(example["labels"][0]))
+    lengths.append(int(len(example["audio"])))
+    video_id = example["video_id"]
+    ids.append(video_id.decode() if isinstance(video_id, bytes) else str(video_id))
+  index = ClipIndex(tuple(labels), tuple(lengths), tuple(ids))
+  if cache_path is not None:
+    write_json_atomic(pathlib.Path(cache_path), dataclasses.asdict(index))
+  return index
+
+
+def sample_mixture(rng: np.random.Generator, index: ClipIndex, num_mix: int,
+                   segment_length: int) -> MixtureSpec:
+  """A random training mixture: `num_mix` clips of distinct classes, random segments.
+
+  Raises:
+    ValueError: the split has fewer than `num_mix` classes.
+  """
+  by_class = index.by_class()
+  if len(by_class) < num_mix:
+    raise ValueError(f"num_mix={num_mix} needs that many classes; the split has {len(by_class)}")
+  classes = rng.choice(sorted(by_class), num_mix, replace=False)
+  indices = tuple(int(rng.choice(by_class[c])) for c in classes)
+  offsets = tuple(int(rng.integers(0, max(index.lengths[i] - segment_length, 0) + 1))
+                  for i in indices)
+  return MixtureSpec(indices, offsets)
+
+
+def _resize(image: Image.Image, size: int) -> np.ndarray:
+  return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
+
+
+def normalise_images(pixels: np.ndarray) -> np.ndarray:
+  """uint8 RGB `[..., 3]` -> float32, ImageNet-normalised (SoP's input scaling)."""
+  return (pixels.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def _decode(jpeg: bytes, what: str) -> Image.Image:
+  try:
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()
+  except Exception as e:  # PIL raises several types for corrupt data
+    raise ValueError(f"{what}: cannot decode JPEG ({e})") from e
+  return image
+
+
+def _box_crop(example, label: int, frame_idx: int, size: int, what: str) -> np.ndarray:
+  """The class's detection box in the frame nearest `frame_idx` that has one."""
+  det = np.asarray(example["detections"]).reshape(-1, 7)
+  rows = np.flatnonzero(det[:, 1].astype(int) == label)
+  if len(rows) == 0:
+    crops = example["object_crops"]
+    if len(crops):  # no box for the class: the clip's packed crop
+      return _resize(_decode(crops[0], f"{what} object crop"), size)
+    return np.zeros((size, size, 3), np.uint8)  # nothing to see (e.g. audio-only data)
+  near = rows[np.argmin(np.abs(det[rows, 0] - frame_idx) - det[rows, 2] * 1e-3)]
+  frame_no, box = int(det[near, 0]), det[near, 3:]
+  frames = example["frames"]
+  if not 0 <= frame_no < len(frames):
+    raise ValueError(f"{what}: detection row {near} names frame {frame_no} of {len(frames)}")
+  frame = _decode(frames[frame_no], f"{what} frame {frame_no}")
+  x1, y1, x2, y2 = (int(round(v)) for v in box)
+  return _resize(frame.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))), size)
+
+
+def load_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: int,
+                 num_frames: int = 0, frame_size: int = 224,
+                 sample_rate: int = 11025) -> dict[str, np.ndarray]:
+  """The batch-contract arrays of one mixture (see the module docstring).
+
+  Equal to `finish(read_mixture(...))`; pipelines with worker processes call the
+  two halves on either side of the process boundary, which then carries compact
+  int16 audio and uint8 pictures instead of float32.
+
+  Args:
+    source: random-access examples with the project's feature contract.
+    spec: which clips and where.
+    segment_length: L, samples per source; clips shorter than that are zero-padded.
+    crop_size: side of the object crops.
+    num_frames: T frames per source, spread evenly over the segment (0: no `frames`).
+    frame_size: side of the frames when `num_frames > 0`.
+    sample_rate: of the audio, to place frames in time.
+  """
+  return finish(read_mixture(source, spec, segment_length=segment_length, crop_size=crop_size,
+                              num_frames=num_frames, frame_size=frame_size,
+                              sample_rate=sample_rate))
+
+
+def read_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: int,
+                 num_frames: int = 0, frame_size: int = 224,
+                 sample_rate: int = 11025) -> dict[str, np.ndarray]:
+  """`load_mixture` before scaling: int16 `sources`, uint8 `crops`/`frames`, no `mixture`."""
+  sources, crops, frames, labels = [], [], [], []
+  for index, offset in zip(spec.indices, spec.offsets):
+    example = source[index]
+    what = f"example {index} ({example['video_id']!r})"
+    audio = np.asarray(example["audio"], np.int16)[offset:offset + segment_length]
+    audio = np.pad(audio, (0, segment_length - len(audio)))
+    label = int(example["labels"][0])
+    fps = float(example["fps"])
+    centre_s = (offset + segment_length / 2) / sample_rate
+    crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what))
+    if num_frames:
+      times = (offset + (np.arange(num_frames) + 0.5) * segment_length / num_frames) / sample_rate
+      count = len(example["frames"])
+      if count == 0:
+        raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
+      picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
+      frames.append(np.stack([_resize(_decode(example["frames"][p], f"{what} frame {p}"),
+                                      frame_size) for p in picks]))
+    sources.append(audio)
+    labels.append(label)
+  out = {
+      "sources": np.stack(sources),
+      "crops": np.stack(crops),
+      "labels": np.asarray(labels, np.int32),
+      "source_mask": np.ones(len(labels), bool),
+  }
+  if num_frames:
+    out["frames"] = np.stack(frames)
+  return out
+
+
+def finish(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """`read_mixture` output (one example or a batch) -> the float32 batch contract."""
+  out = dict(raw)
+  out["sources"] = raw["sources"].astype(np.float32) / 32768.0      # [..., N, L]
+  out["mixture"] = out["sources"].mean(-2)                          # SoP: sum / N
+  out["crops"] = normalise_images(raw["crops"])
+  if "frames" in raw:
+    out["frames"] = normalise_images(raw["frames"])
+  return out

@@ -1,0 +1,154 @@
+"""grain pipelines: random mix-and-separate training batches and fixed evaluation lists.
+
+Training: an endless index stream, each index turned into a mixture by a seeded
+random map (so element k is the same mixture on every run and after every
+restore), sharded per process, batched, optionally made by worker processes,
+then scaled to float32. The iterator's state (`get_state`/`set_state`) goes
+into checkpoints.
+
+Evaluation: a saved, deterministic list of mixtures per (dataset, split, N,
+class subset, seed) — C(classes, N) class combinations x `per_combination`
+samples, centre segments — so every system scores the same mixtures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import pathlib
+
+from absl import flags
+import grain
+import numpy as np
+
+from avsep_jax.data import mixtures
+
+# Length of the training index stream: endless in practice (grain maps indices lazily).
+_STREAM = 1 << 40
+
+
+@dataclasses.dataclass(frozen=True)
+class MixOptions:
+  """What each mixture looks like (config fields of `dataset`)."""
+  num_mix: int = 2
+  segment_length: int = 65535
+  crop_size: int = 224
+  num_frames: int = 0       # frames per source for frame-based systems (0: crops only)
+  frame_size: int = 224
+
+  def read(self, source, spec: mixtures.MixtureSpec) -> dict[str, np.ndarray]:
+    """Compact arrays (`mixtures.read_mixture`); `mixtures.finish` makes the batch."""
+    return mixtures.read_mixture(source, spec, segment_length=self.segment_length,
+                                 crop_size=self.crop_size, num_frames=self.num_frames,
+                                 frame_size=self.frame_size)
+
+
+class _RandomMixture(grain.transforms.RandomMap):
+  """Stream index -> one random mixture (the rng is grain's, seeded per index)."""
+
+  def __init__(self, source, index: mixtures.ClipIndex, options: MixOptions):
+    self._source, self._index, self._options = source, index, options
+
+  def random_map(self, element, rng: np.random.Generator):
+    del element  # the index only seeds rng
+    spec = mixtures.sample_mixture(rng, self._index, self._options.num_mix,
+                                   self._options.segment_length)
+    return self._options.read(self._source, spec)
+
+
+def train_dataset(source, index: mixtures.ClipIndex, options: MixOptions, *, batch_size: int,
+                  seed: int, shard_index: int = 0, shard_count: int = 1,
+                  num_workers: int = 0) -> grain.IterDataset:
+  """Endless batches of random mixtures for one process.
+
+  Args:
+    source: the training split (random access, e.g. `tfds.data_source`).
+    index: `mixtures.clip_index(source)`.
+    options: mixture shape.
+    batch_size: per-process batch size.
+    seed: the stream's seed (element k is the same mixture for the same seed).
+    shard_index, shard_count: this process's share of the stream
+      (`jax.process_index()`, `jax.process_count()`): disjoint elements.
+    num_workers: grain worker processes (0: in this process). Each worker batches
+      its own share of the stream, so the grouping of mixtures into batches, and
+      a saved iterator state, belong to one worker count.
+
+  Returns:
+    An `IterDataset` of dicts of `[batch_size, ...]` numpy arrays (the batch contract).
+  """
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  # Random map first, then the shard: element k's rng is seeded by its index in the
+  # whole stream, so processes get disjoint elements, not the same ones.
+  ds = grain.MapDataset.range(_STREAM).random_map(_RandomMixture(source, index, options),
+                                                  seed=seed)
+  ds = ds[shard_index::shard_count].to_iter_dataset().batch(batch_size, drop_remainder=True)
+  if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags: outside an absl
+      flags.FLAGS.mark_as_parsed()   # app (tests, notebooks) they keep their defaults
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  # Scaling to float32 after the process boundary: workers send int16 audio and
+  # uint8 pictures, a quarter of the bytes.
+  ds = ds.map(mixtures.finish)
+  return ds
+
+
+def eval_mixture_specs(index: mixtures.ClipIndex, num_mix: int, segment_length: int, *,
+                       seed: int, per_combination: int = 10,
+                       class_subset: tuple[int, ...] | None = None) -> list[mixtures.MixtureSpec]:
+  """The protocol's fixed list: every class combination x `per_combination` centre segments."""
+  by_class = index.by_class()
+  classes = sorted(by_class if class_subset is None else class_subset)
+  missing = [c for c in classes if c not in by_class]
+  if missing:
+    raise ValueError(f"class_subset names classes with no clip in the split: {missing}")
+  rng = np.random.default_rng([seed, num_mix])
+  specs = []
+  for combo in itertools.combinations(classes, num_mix):
+    for _ in range(per_combination):
+      indices = tuple(int(rng.choice(by_class[c])) for c in combo)
+      offsets = tuple(max(index.lengths[i] - segment_length, 0) // 2 for i in indices)
+      specs.append(mixtures.MixtureSpec(indices, offsets))
+  return specs
+
+
+def eval_mixture_list(path: str | pathlib.Path, index: mixtures.ClipIndex, num_mix: int,
+                      segment_length: int, *, seed: int, per_combination: int = 10,
+                      class_subset: tuple[int, ...] | None = None) -> list[mixtures.MixtureSpec]:
+  """The saved list at `path` (JSON: video ids + offsets), written on first use.
+
+  The file names clips by video id, so it stays valid if a dataset is rebuilt
+  with its examples in another order.
+
+  Raises:
+    ValueError: the file was made with other settings, or names clips the split lacks.
+  """
+  path = pathlib.Path(path)
+  settings = {"num_mix": num_mix, "segment_length": segment_length, "seed": seed,
+              "per_combination": per_combination,
+              "class_subset": None if class_subset is None else list(class_subset)}
+  position = {v: i for i, v in enumerate(index.video_ids)}
+  if path.exists():
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("settings") != settings:
+      raise ValueError(f"{path}: made with {saved.get('settings')}, asked for {settings}")
+    try:
+      return [mixtures.MixtureSpec(tuple(position[v] for v in m["video_ids"]), tuple(m["offsets"]))
+              for m in saved["mixtures"]]
+    except KeyError as e:
+      raise ValueError(f"{path}: names clip {e} that the split does not have") from e
+  specs = eval_mixture_specs(index, num_mix, segment_length, seed=seed,
+                             per_combination=per_combination, class_subset=class_subset)
+  mixtures.write_json_atomic(path, {"settings": settings, "mixtures": [
+      {"video_ids": [index.video_ids[i] for i in s.indices], "offsets": list(s.offsets)}
+      for s in specs]})
+  return specs
+
+
+def eval_dataset(source, specs: list[mixtures.MixtureSpec], options: MixOptions, *,
+                 batch_size: int) -> grain.IterDataset:
+  """The listed mixtures in order, batched (the last batch may be smaller)."""
+  ds = grain.MapDataset.source(specs).map(lambda spec: options.read(source, spec))
+  return ds.to_iter_dataset().batch(batch_size, drop_remainder=False).map(mixtures.finish)
