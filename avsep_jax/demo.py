@@ -95,14 +95,14 @@ def main(argv):
   data.prepare_dataset(_DATASET.value, _DATA_DIR.value)
   split = data.open_split(_DATASET.value, _SPLIT.value, _DATA_DIR.value)
   index = data.clip_index(split)
-  options = data.MixOptions(segment_length=_LENGTH.value, crop_size=32)
+  options = data.MixOptions(segment_length=_LENGTH.value, crop_size=32, num_frames=0)
   results = {}
   print(f"{'setting':<18} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRmix':>7} {'SDRi':>7} "
         f"{'count':>6} {'skipped':>8}  (dB, mean)")
   for num, per_combination in zip((2, 3), (int(v) for v in _PER_COMBINATION.value)):
-    specs = data.eval_mixture_list(
-        out / f"{_SPLIT.value}_{num}mix.json", index, num, _LENGTH.value, seed=_SEED.value,
-        per_combination=per_combination)
+    path = data.eval_list_path(out, _DATASET.value, _SPLIT.value, num, seed=_SEED.value)
+    specs = data.eval_mixture_list(path, index, num, _LENGTH.value, seed=_SEED.value,
+                                   per_combination=per_combination)
     scores = {"ratio": [], "binary": []}  # per batch: (sdr, sir, sar, sdr_mix)
     first = None
     for batch in data.eval_dataset(split, specs, options, batch_size=32):

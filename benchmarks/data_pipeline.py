@@ -22,7 +22,7 @@ from avsep_jax import data
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHAPES = {
-    "cpu_default": data.MixOptions(num_mix=2, segment_length=32767, crop_size=64),
+    "cpu_default": data.MixOptions(num_mix=2, segment_length=32767, crop_size=64, num_frames=0),
     "paper": data.MixOptions(num_mix=2, segment_length=65535, crop_size=224, num_frames=3,
                              frame_size=224),
 }

@@ -61,7 +61,7 @@ def test_train_stream_is_seeded_and_restores_from_its_state(train_split):
   c, = first_batches(split, index, batch_size=2, seed=4)
   np.testing.assert_array_equal(a["sources"], b["sources"])
   assert not np.array_equal(a["sources"], c["sources"])
-  options = data.MixOptions(segment_length=SEGMENT, crop_size=32)
+  options = data.MixOptions(segment_length=SEGMENT, crop_size=32, num_frames=0)
   iterator = iter(data.train_dataset(split, index, options, batch_size=2, seed=3))
   next(iterator)
   state = iterator.get_state()
@@ -107,7 +107,10 @@ def test_eval_list_is_saved_complete_and_reused(tiny_data_dir, tmp_path):
   index = data.clip_index(split, tmp_path / "index.json")
   assert (tmp_path / "index.json").exists()
   assert data.clip_index(split, tmp_path / "index.json") == index
-  path = tmp_path / "test_2mix.json"
+  path = data.eval_list_path(tmp_path, "synthetic_music/tiny", "test", 2, seed=0)
+  assert path.name == "synthetic_music-tiny_test_2mix_seed0.json"
+  assert data.eval_list_path(tmp_path, "d", "test", 3, seed=1, class_subset=(4, 2)).name == (
+      "d_test_3mix_seed1_classes-2-4.json")
   specs = data.eval_mixture_list(path, index, 2, SEGMENT, seed=0, per_combination=2)
   classes = len(set(index.labels))
   assert len(specs) == classes * (classes - 1) // 2 * 2
@@ -118,7 +121,7 @@ def test_eval_list_is_saved_complete_and_reused(tiny_data_dir, tmp_path):
   assert data.eval_mixture_list(path, index, 2, SEGMENT, seed=0, per_combination=2) == specs
   with pytest.raises(ValueError, match="made with"):
     data.eval_mixture_list(path, index, 2, SEGMENT, seed=1, per_combination=2)
-  options = data.MixOptions(segment_length=SEGMENT, crop_size=32)
+  options = data.MixOptions(segment_length=SEGMENT, crop_size=32, num_frames=0)
   batches = list(data.eval_dataset(split, specs[:5], options, batch_size=2))
   assert [b["mixture"].shape[0] for b in batches] == [2, 2, 1]
 
@@ -141,3 +144,24 @@ def test_missing_or_corrupt_shards_are_named(tiny_data_dir, tmp_path):
     data.open_split("synthetic_music/tiny", "nope", str(copy))
   with pytest.raises(ValueError, match="is not prepared"):
     data.open_split("synthetic_music/tiny", "train", str(tmp_path / "empty"))
+
+
+def test_orbax_checkpoints_the_iterator(train_split, tmp_path):
+  import grain  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  split, index = train_split
+  options = data.MixOptions(segment_length=SEGMENT, crop_size=32, num_frames=0)
+
+  def stream():
+    return iter(data.train_dataset(split, index, options, batch_size=2, seed=9))
+
+  iterator = stream()
+  next(iterator)
+  manager = ocp.CheckpointManager(tmp_path / "ckpt", item_handlers={
+      "data": grain.checkpoint.CheckpointHandler()})
+  manager.save(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator)))
+  manager.wait_until_finished()
+  want = next(iterator)
+  resumed = stream()
+  manager.restore(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+  np.testing.assert_array_equal(next(resumed)["sources"], want["sources"])

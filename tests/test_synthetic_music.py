@@ -142,3 +142,14 @@ def test_interrupted_build_is_not_read_as_complete(tmp_path, monkeypatch):
   with pytest.raises(Exception):
     tfds.data_source("synthetic_music/tiny", data_dir=str(tmp_path), split="train",
                      download=False)
+
+
+def test_picture_motion_follows_note_onsets():
+  picture = pictures.load_pictures(["violin"], ["1f3bb"])["violin"]
+  onsets = np.array([[1.0, 60, 127, 0.3], [3.0, 62, 127, 0.3]])  # loud notes at 1 s and 3 s
+  _, det, _, _ = pictures.render_frames(np.random.default_rng(0), [picture], [12], [onsets],
+                                        seconds=4.0, fps=8.0, frame_size=224,
+                                        scale_px=(100.0, 100.0))
+  area = (det[:, 5] - det[:, 3]) * (det[:, 6] - det[:, 4])
+  at_onsets, quiet = area[[8, 24]], area[[4, 5, 6, 20, 21]]  # frames at t = 1 s, 3 s vs. rest
+  assert at_onsets.min() > quiet.max()  # the picture swells on each note

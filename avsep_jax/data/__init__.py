@@ -4,6 +4,7 @@ from avsep_jax.data.mixtures import clip_index
 from avsep_jax.data.mixtures import load_mixture
 from avsep_jax.data.mixtures import MixtureSpec
 from avsep_jax.data.pipeline import eval_dataset
+from avsep_jax.data.pipeline import eval_list_path
 from avsep_jax.data.pipeline import eval_mixture_list
 from avsep_jax.data.pipeline import MixOptions
 from avsep_jax.data.pipeline import train_dataset

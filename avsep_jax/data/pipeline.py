@@ -34,7 +34,7 @@ class MixOptions:
   num_mix: int = 2
   segment_length: int = 65535
   crop_size: int = 224
-  num_frames: int = 0       # frames per source for frame-based systems (0: crops only)
+  num_frames: int = 3       # frames per source, spread over the segment (0: crops only)
   frame_size: int = 224
 
   def read(self, source, spec: mixtures.MixtureSpec) -> dict[str, np.ndarray]:
@@ -111,6 +111,15 @@ def eval_mixture_specs(index: mixtures.ClipIndex, num_mix: int, segment_length: 
       offsets = tuple(max(index.lengths[i] - segment_length, 0) // 2 for i in indices)
       specs.append(mixtures.MixtureSpec(indices, offsets))
   return specs
+
+
+def eval_list_path(folder: str | pathlib.Path, dataset: str, split: str, num_mix: int, *,
+                   seed: int, class_subset: tuple[int, ...] | None = None) -> pathlib.Path:
+  """Where the list of (dataset, split, N, class subset, seed) lives under `folder`."""
+  name = f"{dataset.replace('/', '-')}_{split}_{num_mix}mix_seed{seed}"
+  if class_subset is not None:
+    name += "_classes-" + "-".join(str(c) for c in sorted(class_subset))
+  return pathlib.Path(folder) / f"{name}.json"
 
 
 def eval_mixture_list(path: str | pathlib.Path, index: mixtures.ClipIndex, num_mix: int,
