@@ -73,7 +73,9 @@ def clip_index(source, cache_path: str | os.PathLike | None = None) -> ClipIndex
 
   Args:
     source: a random-access source of examples (e.g. `tfds.data_source(...)`).
-    cache_path: JSON file to reuse / write; None reads every time.
+    cache_path: JSON file to reuse / write; None reads every time. The cache is
+      trusted while its example count matches the source: give each dataset
+      build its own path.
 
   Raises:
     ValueError: an example has no label (its index is named).

@@ -117,11 +117,12 @@ class Placement:
     self.size = rng.uniform(*scale_px)
     self.angle = rng.uniform(-25, 25)
     margin = self.size / 2
-    lo, hi = region  # horizontal band of the frame (duets use halves)
-    self.centre = np.array([rng.uniform(lo * frame_size + margin, hi * frame_size - margin)
-                            if hi * frame_size - lo * frame_size > 2 * margin
-                            else (lo + hi) / 2 * frame_size,
-                            rng.uniform(margin, frame_size - margin)])
+    left, right = region[0] * frame_size, region[1] * frame_size  # duets use halves
+    if right - left > 2 * margin:
+      x = rng.uniform(left + margin, right - margin)
+    else:  # the band is narrower than the picture: centre it (edges may be cut)
+      x = (left + right) / 2
+    self.centre = np.array([x, rng.uniform(margin, frame_size - margin)])
     self.drift = rng.normal(0, 0.02 * frame_size, 2)   # pixels per second
     self.bounce = rng.uniform(0.04, 0.1) * self.size    # pixels at full drive
     self.swell = rng.uniform(0.03, 0.08)                 # relative size at full drive
