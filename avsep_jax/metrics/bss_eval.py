@@ -210,6 +210,115 @@ def _scalar_toeplitz_quadratic_form(lags, rhs, num_chunks: int, track_solution: 
   return extra[1]
 
 
+def _block_form_by_innovations(lags, rhs, num_chunks: int):
+  """`block_toeplitz_quadratic_form` as a sum of backward-predictor innovations (N >= 2).
+
+  The state `[forward | backward shifted by one block]` is stored delay-innermost
+  (`[2N columns, N channels, delays]`), so the update, a `2N x 2N` mixing of
+  columns plus the shift of the backward half, is one elementwise
+  multiply-add pass over contiguous vectors instead of a GEMM, a roll and a
+  concatenation. With monic predictors the forward and backward errors are D
+  and D^T (G is symmetric), so `err_b = V_f err_f^T V_b^{-1}` comes from the
+  error covariances and the one inner product per step needs only the new
+  block row and the right-hand sides.
+  """
+  n, _, f = lags.shape
+  k = rhs.shape[1]
+  eye = jnp.eye(n, dtype=lags.dtype)
+  # rev[a, b, m] = R(F-1-m)[b, a], zeros after: the window from F-1-order holds
+  # R(order - d)^T at delay d (zero for d >= order).
+  rev = jnp.pad(jnp.transpose(lags, (1, 0, 2))[:, :, ::-1], ((0, 0), (0, 0), (0, f)))
+  rhs_rows = jnp.pad(jnp.transpose(rhs, (1, 0, 2)), ((0, 0), (0, 0), (0, 1)))  # [K, N, F+1]
+  r0 = lags[..., 0]
+  r0_inv = _inv_small(r0)
+  bounds = _chunk_bounds(f, num_chunks)
+  # state[c, b, d]: column c (forward 0..N-1, shifted backward N..2N-1), channel b, delay d.
+  state = jnp.zeros((2 * n, n, bounds[1] + 1 if len(bounds) > 1 else 2), lags.dtype)
+  state = state.at[:n, :, 0].set(r0_inv.T).at[n:, :, 1].set(r0_inv.T)
+  # (forward and backward prediction-error covariances, form so far)
+  extra = (r0, r0, rhs[:, :, 0].T @ r0_inv @ rhs[:, :, 0])
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    rows = hi + 1  # delays 0..hi: the shifted backward predictor reaches delay `order`
+    state = jnp.pad(state, ((0, 0), (0, 0), (0, rows - state.shape[2])))
+
+    def step(carry, order, rows=rows, rhs_rows=rhs_rows[:, :, :rows]):
+      state, (v_fwd, v_bwd, form) = carry
+      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows, axis=2)
+      lhs = jnp.concatenate([back, rhs_rows], 0).reshape(n + k, n * rows)
+      inner = lhs @ state.reshape(2 * n, n * rows).T                 # [N + K, 2N]
+      err_f = inner[:n, :n]        # new block row of G times the forward predictor
+      err_b = _mm(_mm(v_fwd, err_f.T), _inv_small(v_bwd))
+      gain_f = _inv_small(eye - _mm(err_b, err_f))
+      shrink = eye - _mm(err_f, err_b)
+      gain_b = _inv_small(shrink)
+      d_fwd, d_bwd = inner[n:, :n], inner[n:, n:]                  # d^T [fwd; 0], d^T [0; bwd]
+      innovation = _mm(d_bwd - _mm(d_fwd, err_b), gain_b)          # (B^T d)^T, [K, N]
+      v_fwd, v_bwd = _mm(eye - _mm(err_b, err_f), v_fwd), _mm(shrink, v_bwd)
+      form = form + _mm(_mm(innovation, v_bwd), innovation.T)
+      update = jnp.block([[gain_f, -_mm(err_b, gain_b)], [-_mm(err_f, gain_f), gain_b]])
+      new = sum(update[c][:, None, None] * state[c][None] for c in range(2 * n))
+      new_bwd = jnp.pad(new[n:, :, :-1], ((0, 0), (0, 0), (1, 0)))  # shift for the next order
+      return (jnp.concatenate([new[:n], new_bwd], 0), (v_fwd, v_bwd, form)), None
+
+    (state, extra), _ = jax.lax.scan(step, (state, extra), jnp.arange(lo, hi))
+  return extra[2]
+
+
+def _block_form_by_solution(lags, rhs, num_chunks: int):
+  """`block_toeplitz_quadratic_form` from the grown solution x of G x = d (N >= 2).
+
+  Each step is two small matrix products over the state `[forward | backward
+  shifted by one block | solution]` (delay-major, `[order + 1, N, 2N + K]`): one
+  gives every inner product the step needs, the other applies the whole update
+  as one `(2N + K)^2` matrix.
+  """
+  n, _, f = lags.shape
+  k = rhs.shape[1]
+  dtype = lags.dtype
+  width = 2 * n + k
+  # Row-major [i, delay, j] layouts: a slice over delays reshapes to [N, delays * N].
+  lag_rows_all = jnp.pad(jnp.transpose(lags, (0, 2, 1)), ((0, 0), (0, 1), (0, 0)))
+  # rev[i, m, j] = R(F-1-m)^T[i, j], zeros after: the window from F-1-order holds
+  # R(order - b)^T at delay b (zero for b >= order).
+  rev = jnp.pad(jnp.transpose(lags, (1, 2, 0))[:, ::-1], ((0, 0), (0, f), (0, 0)))
+  rhs_by_delay = jnp.transpose(rhs, (2, 0, 1))                     # [F, N, K]
+  eye = jnp.eye(n, dtype=dtype)
+  r0_inv = _inv_small(lags[..., 0])
+  bounds = _chunk_bounds(f, num_chunks)
+  state = jnp.zeros((bounds[1] + 1 if len(bounds) > 1 else 2, n, width), dtype)
+  state = state.at[0, :, :n].set(r0_inv).at[1, :, n:2 * n].set(r0_inv)  # [fwd | [0; bwd]]
+  state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])
+
+  for lo, hi in zip(bounds[:-1], bounds[1:]):
+    rows = hi + 1  # delays 0..hi: the shifted backward predictor reaches delay `order`
+    state = jnp.pad(state, ((0, rows - state.shape[0]), (0, 0), (0, 0)))
+    lag_rows = lag_rows_all[:, :rows].reshape(n, rows * n)
+
+    def step(state, order, rows=rows, lag_rows=lag_rows):
+      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows, axis=1)
+      inner = jnp.concatenate([back.reshape(n, rows * n), lag_rows], 0) @ state.reshape(
+          rows * n, width)                                         # [2N, 2N + K]
+      err_f = inner[:n, :n]          # new block row of G times the forward predictor
+      err_b = inner[n:, n:2 * n]     # first block row times [0; backward]
+      gain_f = _inv_small(eye - err_b @ err_f)
+      gain_b = _inv_small(eye - err_f @ err_b)
+      delta = (jax.lax.dynamic_index_in_dim(rhs_by_delay, order, 0, keepdims=False)
+               - inner[:n, 2 * n:])  # d block minus the new row times the solution
+      gain_b_delta = gain_b @ delta
+      # [fwd, [0; bwd], sol] @ update = [new fwd, new bwd, new sol]
+      update = jnp.block([
+          [gain_f, -err_b @ gain_b, -err_b @ gain_b_delta],
+          [-err_f @ gain_f, gain_b, gain_b_delta],
+          [jnp.zeros((k, 2 * n), dtype), jnp.eye(k, dtype=dtype)]])
+      new = (state.reshape(rows * n, width) @ update).reshape(rows, n, width)
+      new_bwd = jnp.roll(new[:, :, n:2 * n], 1, axis=0)  # shift for the next order
+      return jnp.concatenate([new[:, :, :n], new_bwd, new[:, :, 2 * n:]], -1), None
+
+    state, _ = jax.lax.scan(step, state, jnp.arange(lo, hi))
+  sol = jnp.transpose(state[:f, :, 2 * n:], (1, 2, 0))              # like rhs, [N, K, F]
+  return jnp.sum(rhs[:, :, None] * sol[:, None], (0, 3))
+
+
 def block_toeplitz_quadratic_form(lags, rhs, num_chunks: int = 8, track_solution: bool = False):
   """`d^T G^{-1} d` for a symmetric positive-definite block-Toeplitz G.
 
@@ -229,12 +338,6 @@ def block_toeplitz_quadratic_form(lags, rhs, num_chunks: int = 8, track_solution
     innovations' errors add up to ~10x more (0.1 dB on a 29 dB SAR in the
     tests), so float32 callers should track the solution.
 
-  Each step of the recursion is two small matrix products over the state
-  `[forward predictor | backward predictor shifted by one block (| solution)]`
-  (delay-major, `[order + 1, N, width]`): one gives every inner product the step
-  needs, the other applies the whole update as one `width x width` matrix.
-  Matrix products keep XLA on its GEMM kernels instead of many small reductions.
-
   Args:
     lags: `[N, N, F]`, `lags[:, :, k] = R(k)`.
     rhs: `[N, K, F]`, K right-hand sides; `rhs[:, :, a]` is the d block of delay a.
@@ -246,77 +349,11 @@ def block_toeplitz_quadratic_form(lags, rhs, num_chunks: int = 8, track_solution
   Returns:
     `[K, K]`: `d_i^T G^{-1} d_j`.
   """
-  n, _, f = lags.shape
-  k = rhs.shape[1]
-  if n == 1:
+  if lags.shape[0] == 1:
     return _scalar_toeplitz_quadratic_form(lags[0, 0], rhs[0], num_chunks, track_solution)
-  dtype = lags.dtype
-  width = 2 * n + (k if track_solution else 0)
-  # Row-major [i, delay, j] layouts: a slice over delays reshapes to [N, delays * N].
-  lag_rows_all = jnp.pad(jnp.transpose(lags, (0, 2, 1)), ((0, 0), (0, 1), (0, 0)))
-  rhs_rows_all = jnp.pad(jnp.transpose(rhs, (1, 2, 0)), ((0, 0), (0, 1), (0, 0)))
-  # rev[i, m, j] = R(F-1-m)^T[i, j], zeros after: the window from F-1-order holds
-  # R(order - b)^T at delay b (zero for b >= order).
-  rev = jnp.pad(jnp.transpose(lags, (1, 2, 0))[:, ::-1], ((0, 0), (0, f), (0, 0)))
-  rhs_by_delay = jnp.transpose(rhs, (2, 0, 1))                     # [F, N, K]
-  eye = jnp.eye(n, dtype=dtype)
-  r0 = lags[..., 0]
-  r0_inv = _inv_small(r0)
-  bounds = _chunk_bounds(f, num_chunks)
-  state = jnp.zeros((bounds[1] + 1 if len(bounds) > 1 else 2, n, width), dtype)
-  state = state.at[0, :, :n].set(r0_inv).at[1, :, n:2 * n].set(r0_inv)  # [fwd | [0; bwd]]
   if track_solution:
-    state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])
-    extra = ()
-  else:  # (forward and backward prediction-error covariances, form so far)
-    extra = (r0, r0, rhs_by_delay[0].T @ r0_inv @ rhs_by_delay[0])
-
-  for lo, hi in zip(bounds[:-1], bounds[1:]):
-    rows = hi + 1  # delays 0..hi: the shifted backward predictor reaches delay `order`
-    state = jnp.pad(state, ((0, rows - state.shape[0]), (0, 0), (0, 0)))
-    if track_solution:
-      fixed_rows = lag_rows_all[:, :rows].reshape(n, rows * n)
-    else:
-      fixed_rows = rhs_rows_all[:, :rows].reshape(k, rows * n)
-
-    def step(carry, order, rows=rows, fixed_rows=fixed_rows):
-      state, extra = carry
-      back = jax.lax.dynamic_slice_in_dim(rev, f - 1 - order, rows, axis=1)
-      inner = jnp.concatenate([back.reshape(n, rows * n), fixed_rows], 0) @ state.reshape(
-          rows * n, width)
-      err_f = inner[:n, :n]          # new block row of G times the forward predictor
-      if track_solution:
-        err_b = inner[n:2 * n, n:2 * n]  # first block row times [0; backward]
-      else:
-        # With monic predictors the two errors are D and D^T (G is symmetric), so
-        # err_b = V_f err_f^T V_b^{-1}: one block row fewer in the product above.
-        v_fwd, v_bwd, form = extra
-        err_b = _mm(_mm(v_fwd, err_f.T), _inv_small(v_bwd))
-      gain_f = _inv_small(eye - _mm(err_b, err_f))
-      shrink = eye - _mm(err_f, err_b)
-      gain_b = _inv_small(shrink)
-      update = [[gain_f, -_mm(err_b, gain_b)], [-_mm(err_f, gain_f), gain_b]]
-      if track_solution:
-        delta = (jax.lax.dynamic_index_in_dim(rhs_by_delay, order, 0, keepdims=False)
-                 - inner[:n, 2 * n:])  # d block minus the new row times the solution
-        gain_b_delta = gain_b @ delta
-        update = [update[0] + [-err_b @ gain_b_delta], update[1] + [gain_b_delta],
-                  [jnp.zeros((k, 2 * n), dtype), jnp.eye(k, dtype=dtype)]]
-      else:
-        d_fwd, d_bwd = inner[n:, :n], inner[n:, n:]                # d^T [fwd; 0], d^T [0; bwd]
-        innovation = _mm(d_bwd - _mm(d_fwd, err_b), gain_b)              # (B^T d)^T, [K, N]
-        v_fwd, v_bwd = _mm(eye - _mm(err_b, err_f), v_fwd), _mm(shrink, v_bwd)
-        extra = (v_fwd, v_bwd, form + _mm(_mm(innovation, v_bwd), innovation.T))
-      # [fwd, [0; bwd](, sol)] @ update = [new fwd, new bwd(, new sol)]
-      new = (state.reshape(rows * n, width) @ jnp.block(update)).reshape(rows, n, width)
-      new_bwd = jnp.roll(new[:, :, n:2 * n], 1, axis=0)  # shift for the next order
-      return (jnp.concatenate([new[:, :, :n], new_bwd, new[:, :, 2 * n:]], -1), extra), None
-
-    (state, extra), _ = jax.lax.scan(step, (state, extra), jnp.arange(lo, hi))
-  if track_solution:
-    sol = jnp.transpose(state[:f, :, 2 * n:], (1, 2, 0))            # like rhs, [N, K, F]
-    return jnp.sum(rhs[:, :, None] * sol[:, None], (0, 3))
-  return extra[2]
+    return _block_form_by_solution(lags, rhs, num_chunks)
+  return _block_form_by_innovations(lags, rhs, num_chunks)
 
 
 def _db(num, den):
