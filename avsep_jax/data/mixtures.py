@@ -19,6 +19,7 @@ the project's feature contract) and returns one example of the batch contract:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -53,7 +54,9 @@ class ClipIndex:
   lengths: tuple[int, ...]
   video_ids: tuple[str, ...]
 
+  @functools.cached_property
   def by_class(self) -> dict[int, list[int]]:
+    """Example indices of each class (built once: training draws from it per mixture)."""
     out: dict[int, list[int]] = {}
     for i, label in enumerate(self.labels):
       out.setdefault(label, []).append(i)
@@ -108,7 +111,7 @@ def sample_mixture(rng: np.random.Generator, index: ClipIndex, num_mix: int,
   Raises:
     ValueError: the split has fewer than `num_mix` classes.
   """
-  by_class = index.by_class()
+  by_class = index.by_class
   if len(by_class) < num_mix:
     raise ValueError(f"num_mix={num_mix} needs that many classes; the split has {len(by_class)}")
   classes = rng.choice(sorted(by_class), num_mix, replace=False)

@@ -98,7 +98,7 @@ def eval_mixture_specs(index: mixtures.ClipIndex, num_mix: int, segment_length: 
                        seed: int, per_combination: int = 10,
                        class_subset: tuple[int, ...] | None = None) -> list[mixtures.MixtureSpec]:
   """The protocol's fixed list: every class combination x `per_combination` centre segments."""
-  by_class = index.by_class()
+  by_class = index.by_class
   classes = sorted(by_class if class_subset is None else class_subset)
   missing = [c for c in classes if c not in by_class]
   if missing:

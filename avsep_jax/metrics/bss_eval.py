@@ -140,7 +140,7 @@ def lagged_correlations(x, y, num_lags: int):
 
 
 def _inv_small(a):
-  """Inverse of `[..., n, n]`; closed form for n = 2 (called twice per recursion step)."""
+  """Inverse of `[..., n, n]`; closed form for n = 2 (called a few times per recursion step)."""
   n = a.shape[-1]
   if n == 2:
     p, q, r, s = a[..., 0, 0], a[..., 0, 1], a[..., 1, 0], a[..., 1, 1]
@@ -248,12 +248,12 @@ def _block_form_by_innovations(lags, rhs, num_chunks: int):
       inner = lhs @ state.reshape(2 * n, n * rows).T                 # [N + K, 2N]
       err_f = inner[:n, :n]        # new block row of G times the forward predictor
       err_b = _mm(_mm(v_fwd, err_f.T), _inv_small(v_bwd))
-      gain_f = _inv_small(eye - _mm(err_b, err_f))
-      shrink = eye - _mm(err_f, err_b)
-      gain_b = _inv_small(shrink)
+      shrink_f = eye - _mm(err_b, err_f)
+      shrink_b = eye - _mm(err_f, err_b)
+      gain_f, gain_b = _inv_small(shrink_f), _inv_small(shrink_b)
       d_fwd, d_bwd = inner[n:, :n], inner[n:, n:]                  # d^T [fwd; 0], d^T [0; bwd]
       innovation = _mm(d_bwd - _mm(d_fwd, err_b), gain_b)          # (B^T d)^T, [K, N]
-      v_fwd, v_bwd = _mm(eye - _mm(err_b, err_f), v_fwd), _mm(shrink, v_bwd)
+      v_fwd, v_bwd = _mm(shrink_f, v_fwd), _mm(shrink_b, v_bwd)
       form = form + _mm(_mm(innovation, v_bwd), innovation.T)
       update = jnp.block([[gain_f, -_mm(err_b, gain_b)], [-_mm(err_f, gain_f), gain_b]])
       new = sum(update[c][:, None, None] * state[c][None] for c in range(2 * n))
@@ -362,14 +362,13 @@ def _db(num, den):
   return jnp.where(den > 0, 10.0 * jnp.log10(num / safe), jnp.inf)
 
 
-def _mixture_correlations(reference, estimate, filter_length: int, silence_threshold: float):
+def _mixture_correlations(reference, estimate, silent_ref, filter_length: int):
   """Lagged correlations of one mixture: `[N, L]` each -> `[2N, N, F]`.
 
   Rows [references; estimates] against references: `out[i, j, k] = r_ij[k]`
   for references i, j (the Gram blocks) and `out[N + e, i, a]` = <reference i
-  delayed by a, estimate e>. Silent references are zeroed first.
+  delayed by a, estimate e>. References flagged in `silent_ref` `[N]` are zeroed first.
   """
-  silent_ref = is_silent(reference, silence_threshold)
   reference = jnp.where(silent_ref[:, None], 0.0, reference)
   return _correlations(jnp.concatenate([reference, estimate]), reference.shape[0],
                        filter_length)
@@ -407,12 +406,11 @@ def _group_metrics(reference, estimate, filter_length, silence_threshold):
   cache at any G); the recursions run on the whole group at once, which spreads
   each step's fixed cost over G mixtures.
   """
-  both = jax.lax.map(
-      lambda pair: _mixture_correlations(*pair, filter_length, silence_threshold),
-      (reference, estimate))
+  silent_ref = is_silent(reference, silence_threshold)
+  both = jax.lax.map(lambda args: _mixture_correlations(*args, filter_length),
+                     (reference, estimate, silent_ref))
   return jax.vmap(_metrics_from_correlations)(
-      both, jnp.sum(estimate ** 2, -1), is_silent(reference, silence_threshold),
-      is_silent(estimate, silence_threshold))
+      both, jnp.sum(estimate ** 2, -1), silent_ref, is_silent(estimate, silence_threshold))
 
 
 def _padded_length(length: int, filter_length: int, bucket_blocks: int = 16) -> int:

@@ -144,7 +144,7 @@ def _tune(path: str) -> np.ndarray:
 def make_example(plan: ClipPlan) -> tuple[str, dict]:
   """The TFDS example of one plan (runs in a worker set up by `_init_worker`)."""
   config = _WORKER["config"]
-  split_id = ("train", "validation", "test", "duet").index(plan.split)
+  split_id = (*SOLO_SPLITS, "duet").index(plan.split)
   rng = np.random.default_rng([config.seed, split_id, plan.index])
   num_samples = int(round(config.clip_seconds * SAMPLE_RATE))
   sources, events = [], []
