@@ -1,5 +1,7 @@
 """Audio front end: STFT/iSTFT, log-frequency warp, masks, loss weights (pure jnp)."""
 
+from avsep_jax.audio.features import masks_to_waveforms
+from avsep_jax.audio.features import separation_features
 from avsep_jax.audio.masks import binary_mask
 from avsep_jax.audio.masks import log_magnitude
 from avsep_jax.audio.masks import loss_weight
@@ -18,5 +20,6 @@ from avsep_jax.audio.warp import warp_coordinates
 __all__ = [
     "MAG_EPS", "binary_mask", "hann_window", "istft", "log_freq_unwarp",
     "log_freq_warp", "log_magnitude", "loss_weight", "magphase",
-    "mask_to_waveform", "num_frames", "ratio_mask", "stft", "warp_coordinates",
+    "mask_to_waveform", "masks_to_waveforms", "num_frames", "ratio_mask",
+    "separation_features", "stft", "warp_coordinates",
 ]

@@ -67,7 +67,8 @@ def write_json_atomic(path: pathlib.Path, payload) -> None:
   """Writes JSON through a temporary file and a rename: never a half-written file."""
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-    json.dump(payload, f)
+    json.dump(payload, f, indent=1)
+  os.chmod(f.name, 0o644)  # as a plainly written file (temporary files are private)
   os.replace(f.name, path)
 
 

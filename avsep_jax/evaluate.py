@@ -1,0 +1,225 @@
+"""Evaluation on the protocol's fixed mixture lists, from a model or an Orbax checkpoint.
+
+For each N in `eval.num_mix`, the saved list of test mixtures (every class
+combination x `eval.per_combination`, centre segments of
+`eval.segment_length` samples; see `avsep_jax.data.eval_mixture_list`) is
+separated by the model in one jitted function (front end, model in inference
+mode, masks -> waveforms for every step of the model) and scored with
+BSS-eval (`avsep_jax.metrics`, or mir_eval 0.8.2 with
+`eval.metric_backend='mir_eval'`):
+
+- a mixture with a silent reference (sum |x| <= 1e-5) is skipped and counted
+  under `skipped`;
+- a silent estimate is scored 0 dB SDR/SIR/SAR and counted under
+  `silent_estimates` (IAL-CMS's convention; SoP skipped them, which flatters);
+- SDR of the unprocessed mixture (as every source's estimate) gives SDRi.
+
+Writes `workdir/eval/<split>_<N>mix.json` (overall `sdr`, `sir`, `sar`,
+`sdr_mixture`, `sdri`, `count`, `skipped`, `silent_estimates`, `per_class`,
+and `per_step` for models with refinement steps) and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from avsep_jax import audio
+from avsep_jax import data
+from avsep_jax import metrics
+from avsep_jax import train
+
+METRICS = ("sdr", "sir", "sar")
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _separate(graphdef, config_json: str, state, batch):
+  """Estimates of every step `[S, B, N, L]`, each source's share and the mixture."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  model = nnx.view(nnx.merge(graphdef, state), use_running_average=True,
+                   raise_if_not_found=False)
+  shares, mixture, features = train.front_end(config, batch["sources"], batch["source_mask"],
+                                              with_targets=False)
+  outputs = model(train.model_inputs(config, batch, features["mix_mag"]))
+  masks = jax.nn.sigmoid(outputs["mask_logits"])                     # [S, B, N, F, T]
+  if config.audio.mask == "binary":
+    masks = (masks > 0.5).astype(masks.dtype)
+  estimates = audio.masks_to_waveforms(masks, features["mix_spec"], shares.shape[-1],
+                                       hop_length=config.audio.hop_length,
+                                       align_corners=config.audio.align_corners)
+  return shares, mixture, estimates
+
+
+def _bss_eval(reference: np.ndarray, estimate: np.ndarray, backend: str):
+  """`(sdr, sir, sar)` `[B, N]`; NaN rows where a reference is silent."""
+  if backend == "jax":
+    return tuple(np.asarray(m) for m in metrics.bss_eval_sources(reference, estimate))
+  if backend != "mir_eval":
+    raise ValueError(f"eval.metric_backend={backend!r}: expected 'jax' or 'mir_eval'")
+  import mir_eval  # pylint: disable=g-import-not-at-top
+  out = np.full((3,) + reference.shape[:2], np.nan)
+  for b in range(reference.shape[0]):
+    if np.asarray(metrics.is_silent(reference[b])).any():
+      continue  # mir_eval raises on silent references; the protocol skips them
+    out[:, b] = mir_eval.separation.bss_eval_sources(reference[b], estimate[b],
+                                                     compute_permutation=False)[:3]
+  return tuple(out)
+
+
+def _lists_dir(config) -> pathlib.Path:
+  if config.eval.list_dir:
+    return pathlib.Path(config.eval.list_dir)
+  return pathlib.Path(config.dataset.data_dir or data.prepare.default_data_dir()) / "eval_lists"
+
+
+def class_names(config) -> list[str]:
+  """The dataset's class names (from its TFDS metadata)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
+  return list(builder.info.features["labels"].feature.names)
+
+
+def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
+                per_combination: int) -> dict[str, Any]:
+  """Separates and scores the fixed list of `split`'s `num_mix`-mixtures.
+
+  Returns:
+    The summary (see the module docstring) with per-step and per-class parts.
+  """
+  d, e = config.dataset, config.eval
+  source = data.open_split(d.name, split, d.data_dir)
+  index = data.clip_index(source)
+  path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix, seed=e.list_seed)
+  specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
+                                 per_combination=per_combination)
+  options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
+                            crop_size=d.crop_size, num_frames=d.num_frames,
+                            frame_size=d.frame_size)
+  graphdef, state = nnx.split(model)
+  config_json = config.to_json()
+  devices = jax.device_count()
+  rows = []  # per batch: labels [B, N], sdr/sir/sar [S, B, N], sdr_mix [B, N], silent [S, B, N]
+  for batch in data.eval_dataset(source, specs, options, batch_size=e.batch_size):
+    size = len(batch["labels"])
+    pad = -size % devices
+    batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
+             for k, v in batch.items()}
+    batch = jax.device_put(batch, mesh.batch)
+    shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
+    shares, mixture, estimates = shares[:size], mixture[:size], estimates[:, :size]
+    sdr_mix = _bss_eval(shares, np.broadcast_to(mixture[:, None], shares.shape), e.metric_backend)[0]
+    steps = [_bss_eval(shares, est, e.metric_backend) for est in estimates]
+    silent = np.asarray(metrics.is_silent(estimates))                  # [S, B, N]
+    scores = np.stack([np.stack(s) for s in steps])                    # [S, 3, B, N]
+    scores = np.where(silent[:, None], 0.0, scores)                    # protocol: 0 dB
+    rows.append((np.asarray(batch["labels"])[:size], scores, sdr_mix, silent))
+  labels = np.concatenate([r[0] for r in rows])
+  scores = np.concatenate([r[1] for r in rows], axis=2)               # [S, 3, M, N]
+  sdr_mix = np.concatenate([r[2] for r in rows])                       # [M, N]
+  silent = np.concatenate([r[3] for r in rows], axis=1)               # [S, M, N]
+  valid = ~(np.isnan(sdr_mix).any(1) | np.isnan(scores).any((0, 1, 3)))  # silent references
+  names = class_names(config)
+
+  def summary(step_scores, keep):  # step_scores [3, M, N], keep [M, N]
+    out = {m: float(np.mean(step_scores[i][keep])) for i, m in enumerate(METRICS)}
+    out["sdr_mixture"] = float(np.mean(sdr_mix[keep]))
+    out["sdri"] = float(np.mean(step_scores[0][keep] - sdr_mix[keep]))
+    return out
+
+  final = scores[-1]
+  all_sources = np.broadcast_to(valid[:, None], labels.shape)
+  result = {"split": split, "num_mix": num_mix, **summary(final, all_sources),
+            "count": int(valid.sum()), "skipped": int((~valid).sum()),
+            "silent_estimates": int(silent[-1][valid].sum()),
+            "metric_backend": e.metric_backend}
+  per_class = {}
+  for c in np.unique(labels[valid]):
+    keep = valid[:, None] & (labels == c)
+    per_class[names[c] if c < len(names) else str(c)] = {**summary(final, keep),
+                                                         "count": int(keep.sum())}
+  result["per_class"] = per_class
+  if len(scores) > 1:
+    result["per_step"] = [{"step": s, **summary(scores[s], all_sources)}
+                          for s in range(len(scores))]
+  return result
+
+
+def validation_sdr(config, model: nnx.Module, mesh: train.Mesh) -> dict[str, float]:
+  """Mean SDR and SDRi on the validation list (N = dataset.num_mix), for training logs."""
+  result = score_split(config, model, mesh, split=config.dataset.validation_split,
+                       num_mix=config.dataset.num_mix,
+                       per_combination=config.eval.validation_per_combination)
+  return {"sdr": result["sdr"], "sdri": result["sdri"]}
+
+
+def markdown(result: dict[str, Any]) -> str:
+  """A Markdown report of one summary: overall, per step, per class."""
+  head = "| | SDR | SIR | SAR | SDR mixture | SDRi | count |\n|---|---|---|---|---|---|---|\n"
+
+  def row(name, r, count):
+    return (f"| {name} | {r['sdr']:.2f} | {r['sir']:.2f} | {r['sar']:.2f} | "
+            f"{r['sdr_mixture']:.2f} | {r['sdri']:.2f} | {count} |\n")
+
+  text = (f"# {result['split']}, {result['num_mix']}-mix (dB, mean over sources and "
+          f"mixtures; checkpoint step {result.get('checkpoint_step')})\n\n"
+          f"{result['count']} mixtures scored, {result['skipped']} skipped (silent reference), "
+          f"{result['silent_estimates']} silent estimates scored 0 dB; metric: "
+          f"{result['metric_backend']}.\n\n" + head + row("all", result, result["count"]))
+  if "per_step" in result:
+    text += "\n## Per refinement step\n\n" + head + "".join(
+        row(f"step {r['step']}", r, result["count"]) for r in result["per_step"])
+  text += "\n## Per class\n\n" + head + "".join(
+      row(name, r, r["count"]) for name, r in result["per_class"].items())
+  return text
+
+
+def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
+                        mesh: train.Mesh, *, step: int | None = None) -> dict[str, Any]:
+  """Scores every `eval.num_mix` on the test split; writes JSON and Markdown; prints a table."""
+  out_dir = pathlib.Path(workdir) / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  results = {}
+  split = config.dataset.test_split
+  for num_mix, per_combination in zip(config.eval.num_mix, config.eval.per_combination):
+    result = score_split(config, model, mesh, split=split, num_mix=num_mix,
+                         per_combination=per_combination)
+    result["checkpoint_step"] = step
+    name = f"{split}_{num_mix}mix"
+    if jax.process_index() == 0:
+      data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
+      (out_dir / f"{name}.md").write_text(markdown(result))
+    results[name] = result
+    line = (f"{name}: SDR {result['sdr']:.2f}  SIR {result['sir']:.2f}  SAR {result['sar']:.2f}"
+            f"  SDR mixture {result['sdr_mixture']:.2f}  SDRi {result['sdri']:.2f} dB  "
+            f"({result['count']} mixtures, {result['skipped']} skipped)")
+    if "per_step" in result:
+      line += "\n  per step SDR: " + "  ".join(f"{r['sdr']:.2f}" for r in result["per_step"])
+    print(line, flush=True)
+  print(f"wrote {out_dir}/", flush=True)
+  return results
+
+
+def evaluate_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None
+                        ) -> dict[str, Any]:
+  """Loads checkpoint `step` (default: the latest) of `workdir` and evaluates it."""
+  workdir = pathlib.Path(workdir)
+  train.validate_config(config)
+  mesh = train.Mesh()
+  manager = train.checkpoint_manager(workdir, config)
+  step = manager.latest_step() if step is None else step
+  if step is None or step not in manager.all_steps():
+    raise FileNotFoundError(f"{workdir / 'checkpoints'}: no checkpoint "
+                            f"{'at all' if step is None else f'at step {step}'}; "
+                            f"steps saved: {list(manager.all_steps())}")
+  graphdef, state, _ = train.init_state(config)
+  state, _ = train.restore_state(manager, step, state, jax.random.key(config.seed))
+  state = jax.device_put(state, mesh.replicated)
+  return evaluate_and_report(config, workdir, nnx.merge(graphdef, state).model, mesh, step=step)

@@ -1,0 +1,370 @@
+"""The training loop, one for every system: jitted, data-parallel, checkpointed, resumable.
+
+`train_and_evaluate(config, workdir)` builds the model named by `model.name`,
+an Optax optimiser with per-module learning rates and schedules from
+`config.train`, and the grain mix-and-separate stream of `config.dataset`, then
+runs `config.train.steps` steps of one `jax.jit`-compiled step:
+
+- the train state (model + optimiser, an NNX object) is split once into a
+  graph definition and a state pytree; the step merges them, computes the
+  front end (STFT, warp, targets) from waveforms, the model's loss and its
+  gradients, applies the update and returns the new state, which is donated;
+- the batch is sharded over the `data` axis of a `jax.make_mesh` mesh and the
+  state replicated, so the same code runs on one CPU, 8 fake CPU devices, a
+  GPU or a TPU slice (several hosts: each feeds its own share of the stream);
+- a step whose loss or gradients are not finite leaves the state unchanged and
+  stops training with an error, so no checkpoint ever holds NaNs;
+- an Orbax `CheckpointManager` under `workdir/checkpoints` saves the state, the
+  base RNG key and the grain iterator state together; a run started on a
+  workdir with checkpoints resumes from the latest one exactly;
+- clu writes metrics (TensorBoard + log), progress (steps/s, ETA) and, when
+  asked, a profile; validation SDR every `eval.every` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import periodic_actions
+import grain
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from avsep_jax import audio
+from avsep_jax import data
+from avsep_jax import losses
+from avsep_jax import models
+
+DEFAULT_GROUP = "default"
+
+
+class TrainState(nnx.Module):
+  """What a step updates: the model and its optimiser (whose `step` counts updates)."""
+
+  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation):
+    self.model = model
+    self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def learning_rate_schedule(base: float, train: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warm-up over `warmup_steps`, then x `decay_factor` at each of `decay_steps`."""
+  decay = optax.piecewise_constant_schedule(
+      base, {int(s) - train.warmup_steps: train.decay_factor for s in train.decay_steps})
+  if not train.warmup_steps:
+    return decay
+  warmup = optax.linear_schedule(0.0, base, train.warmup_steps)
+  return optax.join_schedules([warmup, decay], [train.warmup_steps])
+
+
+def _top_level_name(path) -> str:
+  key = path[0]
+  return str(getattr(key, "key", getattr(key, "name", key)))
+
+
+def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
+  """Optax transform with one learning rate per top-level module.
+
+  `train.module_learning_rates` maps top-level module names (e.g. 'visual',
+  'unet', 'classifier', 'refine') to their base rates; other parameters use
+  `train.learning_rate`. Each group gets the same schedule shape, L2 weight
+  decay added to the gradient (PyTorch's Adam/SGD) and Adam or SGD momentum.
+
+  Returns:
+    `(tx, schedules)`: the transform and each group's schedule (for logging).
+
+  Raises:
+    ValueError: a named module does not exist, or an unknown optimiser.
+  """
+  params = nnx.state(model, nnx.Param)
+  names = sorted(params.keys())
+  module_rates = dict(train.module_learning_rates)
+  unknown = sorted(set(module_rates) - set(names))
+  if unknown:
+    raise ValueError(f"train.module_learning_rates names {unknown}, which the model does not "
+                     f"have; its top-level modules: {names}")
+  if train.optimizer not in ("adam", "sgd"):
+    raise ValueError(f"train.optimizer={train.optimizer!r}: expected 'adam' or 'sgd'")
+  rates = {DEFAULT_GROUP: train.learning_rate, **module_rates}
+  schedules = {group: learning_rate_schedule(rate, train) for group, rate in rates.items()}
+
+  def group_tx(schedule):
+    parts = [optax.add_decayed_weights(train.weight_decay)] if train.weight_decay else []
+    if train.optimizer == "adam":
+      parts.append(optax.scale_by_adam(b1=train.b1, b2=train.b2, eps=1e-8))
+    elif train.b1:
+      parts.append(optax.trace(decay=train.b1))
+    parts.append(optax.scale_by_learning_rate(schedule))
+    return optax.chain(*parts)
+
+  def labels(tree):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: (_top_level_name(path) if _top_level_name(path) in module_rates
+                         else DEFAULT_GROUP), tree)
+
+  tx = optax.partition({g: group_tx(s) for g, s in schedules.items()}, labels)
+  return tx, schedules
+
+
+def model_inputs(config: ml_collections.ConfigDict, batch: dict, mix_mag) -> dict:
+  """The model's inputs: the mixture map plus the visual query arrays it reads."""
+  inputs = {"mix_mag": mix_mag, "source_mask": batch["source_mask"]}
+  for key in ("crops", "frames"):
+    if key in batch:
+      inputs[key] = batch[key]
+  return inputs
+
+
+def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targets: bool = True):
+  """Each source's share of the mixture (SoP: sum / N), the mixture and its features."""
+  n = jnp.maximum(source_mask.sum(1), 1).astype(sources.dtype)[:, None, None]
+  shares = sources * source_mask[..., None] / n                     # [B, N, L]
+  mixture = shares.sum(1)                                          # [B, L]
+  a = config.audio
+  features = audio.separation_features(
+      mixture, shares if with_targets else None, n_fft=a.n_fft, hop_length=a.hop_length,
+      warp_bins=a.warp_bins, align_corners=a.align_corners, mask=a.mask, mask_max=a.mask_max,
+      binary_threshold=a.binary_threshold)
+  return shares, mixture, features
+
+
+def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax.Schedule):
+  """The pure step `(state, batch, key) -> (state, metrics)` (not yet jitted)."""
+  loss_cfg = config.train.loss
+  volume_range = tuple(config.train.volume_range)
+
+  def train_step(state, batch, key):
+    ts = nnx.merge(graphdef, state)
+    step = ts.optimizer.step[...]
+    rng = jax.random.fold_in(key, step)
+    sources = batch["sources"]
+    if volume_range:  # SoP's training gain per source, then clipped as audio
+      gain = jax.random.uniform(rng, sources.shape[:2] + (1,), sources.dtype, *volume_range)
+      sources = jnp.clip(sources * gain, -1.0, 1.0)
+    _, _, features = front_end(config, sources, batch["source_mask"])
+    inputs = model_inputs(config, batch, features["mix_mag"])
+
+    def loss_fn(model):
+      outputs = model(inputs)
+      return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
+                              step_weights=tuple(loss_cfg.step_weights),
+                              classification_weight=loss_cfg.classification_weight)
+
+    (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
+    grad_norm = optax.tree.norm(grads)
+    ts.optimizer.update(ts.model, grads)
+    param_norm = optax.tree.norm(nnx.state(ts.model, nnx.Param))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    # A non-finite step changes nothing (the host stops on the flag), so neither
+    # the state nor any checkpoint ever holds NaNs.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), nnx.state(ts), state)
+    metrics.update(grad_norm=grad_norm, param_norm=param_norm, learning_rate=schedule(step),
+                   finite=finite)
+    return new_state, metrics
+
+  return train_step
+
+
+class Mesh:
+  """The device mesh (batch on `data`, state replicated) and host-to-device transfer."""
+
+  def __init__(self, devices=None):
+    devices = jax.devices() if devices is None else list(devices)
+    # Auto axes: XLA propagates the batch sharding through the model (explicit
+    # sharding would ask every reshape for its output sharding).
+    self.mesh = jax.make_mesh((len(devices),), ("data",), devices=devices,
+                              axis_types=(jax.sharding.AxisType.Auto,))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch = NamedSharding(self.mesh, P("data"))
+
+  def put_batch(self, batch: dict) -> dict:
+    """This process's numpy batch -> global arrays sharded over `data`."""
+    return {k: jax.make_array_from_process_local_data(self.batch, np.asarray(v))
+            for k, v in batch.items()}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks a config before any work starts; errors name the bad field."""
+  models.model_class(config.model.name)
+  t, d = config.train, config.dataset
+  devices = jax.device_count()
+  if t.batch_size % devices:
+    raise ValueError(f"train.batch_size={t.batch_size} does not split over {devices} devices")
+  if t.batch_size % jax.process_count():
+    raise ValueError(f"train.batch_size={t.batch_size} does not split over "
+                     f"{jax.process_count()} processes")
+  if t.steps < 1 or t.log_every < 1 or t.checkpoint_every < 1:
+    raise ValueError(f"train.steps={t.steps}, train.log_every={t.log_every} and "
+                     f"train.checkpoint_every={t.checkpoint_every} must be >= 1")
+  if d.num_mix < 1:
+    raise ValueError(f"dataset.num_mix={d.num_mix} must be >= 1")
+  if len(config.eval.per_combination) != len(config.eval.num_mix):
+    raise ValueError(f"eval.per_combination={config.eval.per_combination} needs one entry per "
+                     f"eval.num_mix={config.eval.num_mix}")
+  if t.volume_range and len(t.volume_range) != 2:
+    raise ValueError(f"train.volume_range={t.volume_range}: expected () or (lo, hi)")
+
+
+def train_iterator(config: ml_collections.ConfigDict):
+  """This process's share of the training stream (a checkpointable grain iterator)."""
+  d = config.dataset
+  data.prepare_dataset(d.name, d.data_dir)
+  source = data.open_split(d.name, d.train_split, d.data_dir)
+  index = data.clip_index(source)
+  num_classes = max(index.labels) + 1
+  if num_classes > d.num_classes:
+    raise ValueError(f"dataset {d.name!r} has class id {num_classes - 1}, but "
+                     f"dataset.num_classes={d.num_classes}")
+  options = data.MixOptions(num_mix=d.num_mix, segment_length=d.segment_length,
+                            crop_size=d.crop_size, num_frames=d.num_frames,
+                            frame_size=d.frame_size)
+  ds = data.train_dataset(source, index, options,
+                          batch_size=config.train.batch_size // jax.process_count(),
+                          seed=config.seed, shard_index=jax.process_index(),
+                          shard_count=jax.process_count(), num_workers=d.num_workers)
+  return iter(ds)
+
+
+def checkpoint_manager(workdir: pathlib.Path, config: ml_collections.ConfigDict):
+  return ocp.CheckpointManager(
+      (workdir / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_checkpoints,
+                                           create=True, enable_async_checkpointing=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": grain.checkpoint.CheckpointHandler()})
+
+
+def restore_state(manager, step: int, state, key, iterator=None):
+  """Restores `(state, key)` (and the iterator in place) from checkpoint `step`."""
+  template = {"train": nnx.to_pure_dict(state), "rng": jax.random.key_data(key)}
+  args = {"state": ocp.args.StandardRestore(template)}
+  if iterator is not None:
+    args["data"] = grain.checkpoint.CheckpointRestore(iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  nnx.replace_by_pure_dict(state, restored["state"]["train"])
+  return state, jax.random.wrap_key_data(restored["state"]["rng"])
+
+
+def init_state(config: ml_collections.ConfigDict):
+  """`(graphdef, state, schedules)` of a freshly initialised train state."""
+  model = models.build_model(config.model, rngs=nnx.Rngs(config.seed))
+  tx, schedules = make_optimizer(model, config.train)
+  graphdef, state = nnx.split(TrainState(model, tx))
+  return graphdef, state, schedules
+
+
+def _host_mean(metrics: list[dict]) -> dict[str, float]:
+  fetched = jax.device_get(metrics)
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "finite"}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                       *, devices=None) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its checkpoints), then evaluates.
+
+  Args:
+    config: the experiment.
+    workdir: checkpoints, metrics, config.json and the evaluation go here.
+    devices: the mesh's devices (default: all).
+
+  Returns:
+    `{"train": [(step, metrics averaged since the last log)], "eval": the test
+    evaluation's summaries when eval.after_training}`.
+
+  Raises:
+    FloatingPointError: a step's loss or gradients were not finite.
+  """
+  from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
+  validate_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t = config.train
+  mesh = Mesh(devices)
+  graphdef, state, schedules = init_state(config)
+  state = jax.device_put(state, mesh.replicated)
+  key = jax.device_put(jax.random.key(config.seed), mesh.replicated)
+  iterator = train_iterator(config)
+  manager = checkpoint_manager(workdir, config)
+  start = manager.latest_step() or 0
+  if start:
+    state, key = restore_state(manager, start, state, key, iterator)
+    logging.info("resumed from %s at step %d", manager.directory, start)
+    print(f"resuming from step {start} ({manager.directory})", flush=True)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if start == 0:
+    writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    if jax.process_index() == 0:
+      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+
+  step_fn = jax.jit(make_train_step(graphdef, config, schedules[DEFAULT_GROUP]),
+                    in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
+                    out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=t.steps, writer=writer,
+                                           every_steps=t.log_every)]
+  if t.profile_steps and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(num_profile_steps=t.profile_steps,
+                                          first_profile=start + 10, logdir=str(workdir)))
+  pending: list[dict] = []
+  history = []
+  begin = time.time()
+  for step in range(start + 1, t.steps + 1):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      batch = mesh.put_batch(next(iterator))
+      state, metrics = step_fn(state, batch, key)
+    pending.append(metrics)
+    for hook in hooks:
+      hook(step)
+    last = step == t.steps
+    if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last:
+      bad = [start + 1 + i for i, m in enumerate(jax.device_get([p["finite"] for p in pending]))
+             if not m]
+      if bad:
+        raise FloatingPointError(
+            f"non-finite loss or gradients at step {bad[0]} (updates skipped from there); "
+            f"the last checkpoint ({manager.latest_step()}) in {workdir} is unaffected: "
+            "lower train.learning_rate or check the data")
+      summary = _host_mean(pending)
+      start, pending = step, []
+      history.append((step, summary))
+      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+      print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "
+            f"({time.time() - begin:.0f} s)", flush=True)
+    if step % t.checkpoint_every == 0 or last:
+      manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave({"train": nnx.to_pure_dict(state),
+                                       "rng": jax.random.key_data(key)}),
+          data=grain.checkpoint.CheckpointSave(iterator)))
+    if config.eval.every and step % config.eval.every == 0 and not last:
+      with hooks[0].timed("validation"):
+        val = evaluate.validation_sdr(config, nnx.merge(graphdef, state).model, mesh)
+      writer.write_scalars(step, {f"validation/{k}": v for k, v in val.items()})
+      print(f"step {step}: validation " + "  ".join(f"{k} {v:.2f}" for k, v in val.items()),
+            flush=True)
+  manager.wait_until_finished()
+  writer.flush()
+  result = {"train": history}
+  if config.eval.after_training:
+    result["eval"] = evaluate.evaluate_and_report(
+        config, workdir, nnx.merge(graphdef, state).model, mesh, step=manager.latest_step())
+  return result
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -1,0 +1,125 @@
+"""Models: output shapes per system and size, the U-Net, the registry's errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from avsep_jax import models
+from configs import coseparation
+from configs import crn
+from configs import sop
+
+CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn}
+
+
+def _inputs(b, n, bins, frames, crop, num_frames=0):
+  keys = jax.random.split(jax.random.key(0), 3)
+  inputs = {"mix_mag": jnp.abs(jax.random.normal(keys[0], (b, bins, frames))),
+            "crops": jax.random.normal(keys[1], (b, n, crop, crop, 3)),
+            "source_mask": jnp.ones((b, n), bool)}
+  if num_frames:
+    inputs["frames"] = jax.random.normal(keys[2], (b, n, num_frames, crop, crop, 3))
+  return inputs
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("num_mix", [2, 3])
+def test_tiny_models_output_shapes(name, num_mix):
+  config = CONFIGS[name].get_config("tiny")
+  model = models.build_model(config.model, rngs=nnx.Rngs(0))
+  out = model(_inputs(2, num_mix, config.audio.warp_bins, 32, config.dataset.crop_size))
+  steps = 1 + config.model.get("refine_steps", 0)
+  assert out["mask_logits"].shape == (steps, 2, num_mix, config.audio.warp_bins, 32)
+  assert np.isfinite(np.asarray(out["mask_logits"])).all()
+  if name != "sop":
+    assert out["class_logits"].shape == (2, num_mix, config.dataset.num_classes)
+  assert len(config.train.loss.step_weights) == steps
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("size", ["cpu", "full"])
+def test_config_sized_models_shapes_and_sizes(name, size):
+  """The CPU default and the paper-sized model, shapes traced without running them."""
+  config = CONFIGS[name].get_config(None if size == "cpu" else size)
+  d = config.dataset
+  frames = 1 + d.segment_length // config.audio.hop_length
+  model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+  inputs = _inputs(2, 2, config.audio.warp_bins, frames, d.crop_size, d.num_frames)
+  out = nnx.eval_shape(lambda m, x: m(x), model, inputs)
+  steps = 1 + config.model.get("refine_steps", 0)
+  assert out["mask_logits"].shape == (steps, 2, 2, config.audio.warp_bins, frames)
+  params = sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  if size == "full":
+    assert params > 11e6  # a ResNet-18 plus the 7-level U-Net(s)
+  else:
+    assert params < 3e6   # the CPU recipe's size
+
+
+def test_full_unet_matches_sop_unet7_size():
+  """SoP's unet7 (ngf 64, 1 -> 32 channels, BatchNorm, bilinear) parameter count.
+
+  Counted from the original's `UnetBlock` list: 7 down convs 4x4 and 7 up convs
+  3x3, no biases but the output conv's; BatchNorms (scale + bias) on the input,
+  5 inner downs and 6 inner ups.
+  """
+  ch = [64, 128, 256, 512, 512, 512, 512]
+  down = sum(16 * a * b for a, b in zip([1] + ch[:-1], ch))
+  up_in = [2 * c for c in ch[:-1]] + [ch[-1]]
+  up_out = [32] + ch[:-1]
+  up = sum(9 * a * b for a, b in zip(up_in, up_out)) + 32
+  norms = 2 * (1 + sum(ch[1:-1]) + sum(ch[:-1]))
+  net = nnx.eval_shape(lambda: models.AudioUNet(1, 32, rngs=nnx.Rngs(0)))
+  params = sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(net, nnx.Param)))
+  assert params == down + up + norms
+
+
+def test_unet_rejects_sizes_it_cannot_halve():
+  net = models.AudioUNet(1, 1, ngf=4, num_levels=3, max_channels=8, norm="group",
+                         norm_groups=4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="multiples of 2\\*\\*num_levels = 8"):
+    net(jnp.zeros((1, 12, 16, 1)))
+
+
+def test_crn_refinement_shares_one_net_across_steps():
+  config = crn.get_config("tiny")
+  two = models.build_model({**config.model.to_dict(), "refine_steps": 2}, rngs=nnx.Rngs(0))
+  four = models.build_model({**config.model.to_dict(), "refine_steps": 4}, rngs=nnx.Rngs(0))
+  count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert count(two) == count(four)
+  # Same weights, more steps: the first steps' masks are the same.
+  out2 = two(_inputs(1, 2, 64, 16, 32))["mask_logits"]
+  out4 = four(_inputs(1, 2, 64, 16, 32))["mask_logits"]
+  np.testing.assert_allclose(out4[:3], out2, rtol=1e-5, atol=1e-6)
+
+
+def test_registry_errors_list_valid_names_and_keys():
+  with pytest.raises(ValueError, match=r"valid: \['coseparation', 'crn', 'sop'\]"):
+    models.build_model({"name": "sop2"}, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"unknown config keys \['width'\].*num_channels"):
+    models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 7, 6, 2)])
+def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
+  from avsep_jax.models import layers
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
+  plain = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(layers.conv_down(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
+  loss = lambda f: (lambda x, k: jnp.sin(f(x, k)).sum())
+  ours = jax.grad(loss(layers.conv_down), argnums=(0, 1))(x, kernel)
+  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_bilinear_upsample_is_align_corners_true():
+  from avsep_jax.models import layers
+  x = jnp.arange(3.0).reshape(1, 3, 1, 1) * jnp.ones((1, 3, 2, 1))
+  up = layers.upsample2x(x, "bilinear")[0, :, 0, 0]
+  np.testing.assert_allclose(up, np.linspace(0, 2, 6), atol=1e-6)  # corners kept
+  near = layers.upsample2x(x, "nearest")[0, :, 0, 0]
+  np.testing.assert_allclose(near, [0, 0, 1, 1, 2, 2])

@@ -1,0 +1,156 @@
+"""The training loop, checkpoints/resume, evaluation and the command line (tiny data)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from avsep_jax import evaluate
+from avsep_jax import train
+from configs import coseparation
+from configs import crn
+from configs import sop
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SYSTEMS = {"sop": sop, "coseparation": coseparation, "crn": crn}
+
+
+def tiny_config(data_dir, system=crn, **train_fields):
+  config = system.get_config("tiny")
+  config.dataset.data_dir = data_dir
+  config.eval.after_training = False
+  config.eval.num_mix = (2,)
+  config.eval.per_combination = (1,)
+  config.train.log_every = 1
+  config.train.update(train_fields)
+  return config
+
+
+def synthetic_batch(config, batch_size, seed=0):
+  rng = np.random.default_rng(seed)
+  n, d = config.dataset.num_mix, config.dataset
+  return {"sources": rng.uniform(-0.5, 0.5, (batch_size, n, d.segment_length)).astype(np.float32),
+          "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)).astype(np.float32),
+          "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
+          "source_mask": np.ones((batch_size, n), bool)}
+
+
+def run_steps(config, batch, steps, devices=None):
+  """`steps` train steps on one batch; returns (losses, state)."""
+  mesh = train.Mesh(devices)
+  graphdef, state, schedules = train.init_state(config)
+  state = jax.device_put(state, mesh.replicated)
+  key = jax.random.key(config.seed)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]),
+                 in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
+                 out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+  losses = []
+  for _ in range(steps):
+    state, metrics = step(state, mesh.put_batch(batch), key)
+    losses.append(float(metrics["loss"]))
+  return losses, state
+
+
+@pytest.mark.parametrize("name", sorted(SYSTEMS))
+def test_overfits_one_batch(name, tiny_data_dir):
+  config = tiny_config(tiny_data_dir, SYSTEMS[name], learning_rate=3e-3)
+  batch = next(train.train_iterator(config))
+  losses, _ = run_steps(config, batch, 40)
+  assert np.isfinite(losses).all()
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+SHARDED_SCRIPT = """
+import jax, numpy as np, sys
+sys.path.insert(0, sys.argv[1])
+import importlib.util
+spec = importlib.util.spec_from_file_location("test_train", sys.argv[1] + "/tests/test_train.py")
+t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
+from configs import crn
+assert jax.device_count() == 8, jax.devices()
+config = crn.get_config("tiny")
+# SGD: Adam's first steps are sign-like, so reduction-order noise in tiny
+# gradients would move weights by +-lr and hide what the test is about.
+config.train.optimizer, config.train.learning_rate = "sgd", 0.05
+batch = t.synthetic_batch(config, 8)
+one, state1 = t.run_steps(config, batch, 3, devices=jax.devices()[:1])
+eight, state8 = t.run_steps(config, batch, 3)
+np.testing.assert_allclose(eight, one, rtol=2e-5)
+for a, b in zip(jax.tree.leaves(state8), jax.tree.leaves(state1)):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+print("losses", one, eight)
+"""
+
+
+def test_sharded_step_on_8_devices_equals_one_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, str(ROOT)], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "losses" in proc.stdout
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, steps=4, checkpoint_every=2)
+  straight = train.train_and_evaluate(config, tmp_path / "straight")["train"]
+  first = tiny_config(tiny_data_dir, steps=2, checkpoint_every=2)
+  train.train_and_evaluate(first, tmp_path / "resumed")
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed")["train"]
+  assert [s for s, _ in resumed] == [3, 4]
+  for (_, a), (_, b) in zip(straight[2:], resumed):
+    assert a["loss"] == b["loss"]  # exactly: same state, same batches, same RNG
+  # A finished run is not trained further.
+  assert train.train_and_evaluate(config, tmp_path / "resumed")["train"] == []
+
+  # Evaluating the checkpoint writes the report.
+  result = evaluate.evaluate_checkpoint(config, tmp_path / "straight")
+  report = json.loads((tmp_path / "straight" / "eval" / "test_2mix.json").read_text())
+  assert report == json.loads(json.dumps(result["test_2mix"]))
+  for key in ("sdr", "sir", "sar", "sdr_mixture", "sdri", "count", "skipped",
+              "silent_estimates", "per_class", "per_step"):
+    assert key in report
+  assert report["checkpoint_step"] == 4
+  assert report["count"] + report["skipped"] == 78  # C(13, 2) pairs x 1
+  assert len(report["per_step"]) == 1 + config.model.refine_steps
+  assert np.isfinite(report["sdr"]) and np.isfinite(report["sdri"])
+  assert (tmp_path / "straight" / "eval" / "test_2mix.md").read_text().startswith("# test, 2-mix")
+  with pytest.raises(FileNotFoundError, match="no checkpoint at step 3"):
+    evaluate.evaluate_checkpoint(config, tmp_path / "straight", step=3)
+
+
+def test_non_finite_loss_stops_without_a_nan_checkpoint(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir, steps=3, checkpoint_every=1, learning_rate=float("inf"))
+  with pytest.raises(FloatingPointError, match="non-finite loss or gradients at step 1"):
+    train.train_and_evaluate(config, tmp_path)
+  assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
+
+
+def test_both_metric_backends_agree():
+  rng = np.random.default_rng(0)
+  ref = rng.normal(size=(2, 2, 4000))
+  ref[1, 0] = 0.0  # silent reference: NaN row (skipped by the evaluation)
+  est = ref + 0.3 * rng.normal(size=ref.shape)
+  ours = evaluate._bss_eval(ref, est, "jax")
+  theirs = evaluate._bss_eval(ref, est, "mir_eval")
+  np.testing.assert_allclose(np.stack(ours)[:, 0], np.stack(theirs)[:, 0], atol=0.01)
+  assert np.isnan(ours[0][1]).any() and np.isnan(theirs[0][1]).all()
+
+
+def _main(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, "-m", "avsep_jax.main", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_rejects_unknown_config_keys(tmp_path):
+  proc = _main("--config=configs/crn.py:tiny", "--config.train.stepz=3", f"--workdir={tmp_path}")
+  assert proc.returncode != 0
+  assert "stepz" in proc.stderr
+  proc = _main("--config=configs/crn.py:huge", f"--workdir={tmp_path}")
+  assert proc.returncode != 0 and "expected one of ('cpu', 'full', 'tiny')" in proc.stderr
