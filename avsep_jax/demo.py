@@ -62,8 +62,7 @@ def separate_with_oracle_masks(sources, kind: str):
     masks = audio.ratio_mask(src_warped, mix_warped[:, None])
   else:
     masks = audio.binary_mask(src_warped, mix_warped[:, None])
-  masks = audio.log_freq_unwarp(masks, out_bins=mix_spec.shape[-2])  # [B, N, 512, T]
-  estimates = audio.mask_to_waveform(masks, mix_spec[:, None], length=length, clip=True)
+  estimates = audio.masks_to_waveforms(masks, mix_spec, length)  # unwarp, mask, iSTFT
   return mixture, estimates
 
 

@@ -23,7 +23,6 @@ runs `config.train.steps` steps of one `jax.jit`-compiled step:
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 from typing import Any

@@ -17,7 +17,8 @@ Choices (paper/code vs ours):
   rate (`visual`).
 - The CPU default follows the CPU recipe: 64 px object crops instead of frames,
   small conv visual net to K = 16 with sigmoid, 5-level GroupNorm U-Net (ngf
-  16, nearest up), ratio masks clipped to [0, 1] with weighted L1, Adam 1e-3.
+  16, nearest up), ratio masks clipped to [0, 1] with weighted L1, Adam 1e-3
+  (x0.1 for the last 200 of 1400 steps).
 - Visual nets train from scratch (no ImageNet weights can be downloaded here).
 """
 

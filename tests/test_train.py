@@ -9,7 +9,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from avsep_jax import evaluate
 from avsep_jax import train
@@ -154,3 +153,22 @@ def test_command_line_rejects_unknown_config_keys(tmp_path):
   assert "stepz" in proc.stderr
   proc = _main("--config=configs/crn.py:huge", f"--workdir={tmp_path}")
   assert proc.returncode != 0 and "expected one of ('cpu', 'full', 'tiny')" in proc.stderr
+
+
+def test_module_learning_rates_and_schedule():
+  config = crn.get_config("tiny")
+  config.train.module_learning_rates = {"visual": 0.0}
+  config.train.warmup_steps, config.train.decay_steps = 2, (4,)
+  batch = synthetic_batch(config, 2)
+  graphdef, before, _ = train.init_state(config)
+  _, after = run_steps(config, batch, 2)
+  changed = lambda name: any(
+      not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["model"][name]),
+                                               jax.tree.leaves(after["model"][name])))
+  assert not changed("visual") and changed("unet") and changed("refine")
+  schedule = train.learning_rate_schedule(1.0, config.train)
+  np.testing.assert_allclose([schedule(s) for s in (0, 1, 2, 3, 4, 5)],
+                             [0, 0.5, 1, 1, 0.1, 0.1], atol=1e-7)
+  config.train.module_learning_rates = {"visuals": 1e-3}
+  with pytest.raises(ValueError, match=r"names \['visuals'\].*'visual'"):
+    train.init_state(config)

@@ -16,7 +16,6 @@ encoded one by one and pooled: max for 'conv_max', mean otherwise.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.models import layers
