@@ -114,7 +114,8 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
     batch = jax.device_put(batch, mesh.batch)
     shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
     shares, mixture, estimates = shares[:size], mixture[:size], estimates[:, :size]
-    sdr_mix = _bss_eval(shares, np.broadcast_to(mixture[:, None], shares.shape), e.metric_backend)[0]
+    sdr_mix = _bss_eval(shares, np.broadcast_to(mixture[:, None], shares.shape),
+                        e.metric_backend)[0]
     steps = [_bss_eval(shares, est, e.metric_backend) for est in estimates]
     silent = np.asarray(metrics.is_silent(estimates))                  # [S, B, N]
     scores = np.stack([np.stack(s) for s in steps])                    # [S, 3, B, N]

@@ -1,7 +1,7 @@
 """Command line: train or evaluate a system from its config.
 
-  python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn             # train + test eval
-  python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn --mode=eval # latest checkpoint
+  python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn  # train, test eval
+  python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn --mode=eval  # latest
   python -m avsep_jax.main --config=configs/crn.py:full --config.train.steps=200 --workdir=...
 
 `--config` is an ml_collections config file (`file.py:arg` picks a size);

@@ -282,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     evaluation's summaries when eval.after_training}`.
 
   Raises:
-    FloatingPointError: a step's loss or gradients were not finite.
+    FloatingPointError: a step's loss, gradients or updated parameters were not finite.
   """
   from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
   validate_config(config)
@@ -314,8 +314,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if t.profile_steps and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=t.profile_steps,
                                           first_profile=start + 10, logdir=str(workdir)))
-  pending: list[dict] = []
-  history = []
+  pending: list[dict] = []  # metrics of the steps since the last log, from step first_pending
+  first_pending, history = start + 1, []
   begin = time.time()
   for step in range(start + 1, t.steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -326,15 +326,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       hook(step)
     last = step == t.steps
     if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last:
-      bad = [start + 1 + i for i, m in enumerate(jax.device_get([p["finite"] for p in pending]))
-             if not m]
+      bad = [first_pending + i
+             for i, ok in enumerate(jax.device_get([p["finite"] for p in pending])) if not ok]
       if bad:
         raise FloatingPointError(
-            f"non-finite loss or gradients at step {bad[0]} (updates skipped from there); "
+            f"non-finite loss, gradients or parameters at step {bad[0]} (updates skipped "
+            "from there); "
             f"the last checkpoint ({manager.latest_step()}) in {workdir} is unaffected: "
             "lower train.learning_rate or check the data")
       summary = _host_mean(pending)
-      start, pending = step, []
+      first_pending, pending = step + 1, []
       history.append((step, summary))
       writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
       print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "

@@ -126,7 +126,8 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_data_dir, tmp_path):
 
 def test_non_finite_loss_stops_without_a_nan_checkpoint(tiny_data_dir, tmp_path):
   config = tiny_config(tiny_data_dir, steps=3, checkpoint_every=1, learning_rate=float("inf"))
-  with pytest.raises(FloatingPointError, match="non-finite loss or gradients at step 1"):
+  with pytest.raises(FloatingPointError,
+                     match="non-finite loss, gradients or parameters at step 1"):
     train.train_and_evaluate(config, tmp_path)
   assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
 
