@@ -47,7 +47,7 @@ def _separate(graphdef, config_json: str, state, batch):
                    raise_if_not_found=False)
   shares, mixture, features = train.front_end(config, batch["sources"], batch["source_mask"],
                                               with_targets=False)
-  outputs = model(train.model_inputs(config, batch, features["mix_mag"]))
+  outputs = model(train.model_inputs(batch, features["mix_mag"]))
   masks = jax.nn.sigmoid(outputs["mask_logits"])                     # [S, B, N, F, T]
   if config.audio.mask == "binary":
     masks = (masks > 0.5).astype(masks.dtype)

@@ -116,7 +116,7 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   return tx, schedules
 
 
-def model_inputs(config: ml_collections.ConfigDict, batch: dict, mix_mag) -> dict:
+def model_inputs(batch: dict, mix_mag) -> dict:
   """The model's inputs: the mixture map plus the visual query arrays it reads."""
   inputs = {"mix_mag": mix_mag, "source_mask": batch["source_mask"]}
   for key in ("crops", "frames"):
@@ -152,7 +152,7 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
       gain = jax.random.uniform(rng, sources.shape[:2] + (1,), sources.dtype, *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
     _, _, features = front_end(config, sources, batch["source_mask"])
-    inputs = model_inputs(config, batch, features["mix_mag"])
+    inputs = model_inputs(batch, features["mix_mag"])
 
     def loss_fn(model):
       outputs = model(inputs)
