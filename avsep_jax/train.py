@@ -208,6 +208,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"train.checkpoint_every={t.checkpoint_every} must be >= 1")
   if d.num_mix < 1:
     raise ValueError(f"dataset.num_mix={d.num_mix} must be >= 1")
+  if not 0 <= d.min_mix <= d.num_mix:
+    raise ValueError(f"dataset.min_mix={d.min_mix} must be 0 (off) or in [1, dataset.num_mix="
+                     f"{d.num_mix}]")
   if len(config.eval.per_combination) != len(config.eval.num_mix):
     raise ValueError(f"eval.per_combination={config.eval.per_combination} needs one entry per "
                      f"eval.num_mix={config.eval.num_mix}")
@@ -225,7 +228,8 @@ def train_iterator(config: ml_collections.ConfigDict):
   if num_classes > d.num_classes:
     raise ValueError(f"dataset {d.name!r} has class id {num_classes - 1}, but "
                      f"dataset.num_classes={d.num_classes}")
-  options = data.MixOptions(num_mix=d.num_mix, segment_length=d.segment_length,
+  options = data.MixOptions(num_mix=d.num_mix, min_mix=d.min_mix or None,
+                            segment_length=d.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
                             frame_size=d.frame_size)
   ds = data.train_dataset(source, index, options,

@@ -165,3 +165,19 @@ def test_orbax_checkpoints_the_iterator(train_split, tmp_path):
   resumed = stream()
   manager.restore(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
   np.testing.assert_array_equal(next(resumed)["sources"], want["sources"])
+
+
+def test_mixed_source_counts_are_padded_and_masked(train_split):
+  split, index = train_split
+  options = data.MixOptions(num_mix=3, min_mix=2, segment_length=SEGMENT, crop_size=32,
+                            num_frames=0)
+  batch = next(iter(data.train_dataset(split, index, options, batch_size=8, seed=5)))
+  counts = batch["source_mask"].sum(1)
+  assert set(counts) == {2, 3}, counts  # both sizes drawn (seeded)
+  assert (batch["source_mask"] == (np.arange(3) < counts[:, None])).all()  # padding last
+  padded = ~batch["source_mask"]
+  assert not batch["sources"][padded].any() and not batch["labels"][padded].any()
+  np.testing.assert_allclose(batch["mixture"], batch["sources"].sum(1) / counts[:, None],
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="min_mix=4 must be in"):
+    data.train_dataset(split, index, data.MixOptions(num_mix=3, min_mix=4), batch_size=2, seed=0)

@@ -173,3 +173,16 @@ def test_module_learning_rates_and_schedule():
   config.train.module_learning_rates = {"visuals": 1e-3}
   with pytest.raises(ValueError, match=r"names \['visuals'\].*'visual'"):
     train.init_state(config)
+
+
+def test_trains_on_mixed_source_counts(tiny_data_dir):
+  """2- and 3-source mixtures in one batch (padded sources masked out everywhere)."""
+  config = tiny_config(tiny_data_dir, learning_rate=3e-3)
+  config.dataset.num_mix, config.dataset.min_mix = 3, 2
+  batch = next(train.train_iterator(config))
+  assert set(batch["source_mask"].sum(1)) == {2, 3}
+  losses, _ = run_steps(config, batch, 20)
+  assert np.isfinite(losses).all() and np.mean(losses[-3:]) < np.mean(losses[:3])
+  config.dataset.min_mix = 4
+  with pytest.raises(ValueError, match="dataset.min_mix=4"):
+    train.validate_config(config)

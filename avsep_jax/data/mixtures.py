@@ -13,7 +13,7 @@ the project's feature contract) and returns one example of the batch contract:
   frames       f32 [N, T, F, F, 3] (only when asked) T frames spread over the
                                    segment, resized, ImageNet-normalised
   labels       i32 [N]             class ids
-  source_mask  bool [N]            valid sources (all True here)
+  source_mask  bool [N]            valid sources (False for padding: `pad_sources`)
 """
 
 from __future__ import annotations
@@ -217,11 +217,24 @@ def read_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: i
   return out
 
 
+def pad_sources(raw: dict[str, np.ndarray], num_mix: int) -> dict[str, np.ndarray]:
+  """`read_mixture` output with fewer sources padded to `num_mix` (`source_mask` False)."""
+  pad = num_mix - len(raw["labels"])
+  if pad <= 0:
+    return raw
+  out = {}
+  for key, value in raw.items():
+    filler = np.zeros((pad,) + value.shape[1:], value.dtype)  # silence, blank, label 0, False
+    out[key] = np.concatenate([value, filler])
+  return out
+
+
 def finish(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """`read_mixture` output (one example or a batch) -> the float32 batch contract."""
   out = dict(raw)
   out["sources"] = raw["sources"].astype(np.float32) / 32768.0      # [..., N, L]
-  out["mixture"] = out["sources"].mean(-2)                          # SoP: sum / N
+  count = np.maximum(raw["source_mask"].sum(-1, keepdims=True), 1).astype(np.float32)
+  out["mixture"] = out["sources"].sum(-2) / count                   # SoP: sum / N
   out["crops"] = normalise_images(raw["crops"])
   if "frames" in raw:
     out["frames"] = normalise_images(raw["frames"])

@@ -30,8 +30,14 @@ _STREAM = 1 << 40
 
 @dataclasses.dataclass(frozen=True)
 class MixOptions:
-  """What each mixture looks like (config fields of `dataset`)."""
+  """What each mixture looks like (config fields of `dataset`).
+
+  Training mixtures have `num_mix` sources, or, with `min_mix` set, a number
+  drawn uniformly from [min_mix, num_mix] per mixture, padded to `num_mix`
+  rows with `source_mask` False (silent sources, blank pictures, label 0).
+  """
   num_mix: int = 2
+  min_mix: int | None = None
   segment_length: int = 65535
   crop_size: int = 224
   num_frames: int = 3       # frames per source, spread over the segment (0: crops only)
@@ -52,9 +58,12 @@ class _RandomMixture(grain.transforms.RandomMap):
 
   def random_map(self, element, rng: np.random.Generator):
     del element  # the index only seeds rng
-    spec = mixtures.sample_mixture(rng, self._index, self._options.num_mix,
-                                   self._options.segment_length)
-    return self._options.read(self._source, spec)
+    options = self._options
+    count = options.num_mix
+    if options.min_mix is not None and options.min_mix < count:
+      count = int(rng.integers(options.min_mix, options.num_mix + 1))
+    spec = mixtures.sample_mixture(rng, self._index, count, options.segment_length)
+    return mixtures.pad_sources(options.read(self._source, spec), options.num_mix)
 
 
 def train_dataset(source, index: mixtures.ClipIndex, options: MixOptions, *, batch_size: int,
@@ -79,6 +88,8 @@ def train_dataset(source, index: mixtures.ClipIndex, options: MixOptions, *, bat
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  if options.min_mix is not None and not 1 <= options.min_mix <= options.num_mix:
+    raise ValueError(f"min_mix={options.min_mix} must be in [1, num_mix={options.num_mix}]")
   # Random map first, then the shard: element k's rng is seeded by its index in the
   # whole stream, so processes get disjoint elements, not the same ones.
   ds = grain.MapDataset.range(_STREAM).random_map(_RandomMixture(source, index, options),
