@@ -92,8 +92,7 @@ def main(argv):
   out = pathlib.Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   data.prepare_dataset(_DATASET.value, _DATA_DIR.value)
-  split = data.open_split(_DATASET.value, _SPLIT.value, _DATA_DIR.value)
-  index = data.clip_index(split)
+  split, index = data.open_indexed_split(_DATASET.value, _SPLIT.value, _DATA_DIR.value)
   options = data.MixOptions(segment_length=_LENGTH.value, crop_size=32, num_frames=0)
   results = {}
   print(f"{'setting':<18} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRmix':>7} {'SDRi':>7} "

@@ -80,10 +80,14 @@ def _lists_dir(config) -> pathlib.Path:
 
 
 def class_names(config) -> list[str]:
-  """The dataset's class names (from its TFDS metadata)."""
+  """The dataset's class names (from its TFDS metadata, read once per dataset)."""
+  return list(_class_names(config.dataset.name, config.dataset.data_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def _class_names(name: str, data_dir: str | None) -> tuple[str, ...]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
-  return list(builder.info.features["labels"].feature.names)
+  return tuple(tfds.builder(name, data_dir=data_dir).info.features["labels"].feature.names)
 
 
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
@@ -94,8 +98,7 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
     The summary (see the module docstring) with per-step and per-class parts.
   """
   d, e = config.dataset, config.eval
-  source = data.open_split(d.name, split, d.data_dir)
-  index = data.clip_index(source)
+  source, index = data.open_indexed_split(d.name, split, d.data_dir)
   path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix, seed=e.list_seed)
   specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
                                  per_combination=per_combination)
@@ -153,9 +156,9 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
 
 
 def validation_sdr(config, model: nnx.Module, mesh: train.Mesh) -> dict[str, float]:
-  """Mean SDR and SDRi on the validation list (N = dataset.num_mix), for training logs."""
+  """Mean SDR and SDRi on the validation list (N = eval.validation_num_mix), for training logs."""
   result = score_split(config, model, mesh, split=config.dataset.validation_split,
-                       num_mix=config.dataset.num_mix,
+                       num_mix=config.eval.validation_num_mix,
                        per_combination=config.eval.validation_per_combination)
   return {"sdr": result["sdr"], "sdri": result["sdri"]}
 

@@ -211,6 +211,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= d.min_mix <= d.num_mix:
     raise ValueError(f"dataset.min_mix={d.min_mix} must be 0 (off) or in [1, dataset.num_mix="
                      f"{d.num_mix}]")
+  if d.cache_mb < 0:
+    raise ValueError(f"dataset.cache_mb={d.cache_mb} must be >= 0 (0: no cache)")
+  if not 1 <= config.eval.validation_num_mix <= d.num_classes:
+    raise ValueError(f"eval.validation_num_mix={config.eval.validation_num_mix} must be in "
+                     f"[1, dataset.num_classes={d.num_classes}]")
   if len(config.eval.per_combination) != len(config.eval.num_mix):
     raise ValueError(f"eval.per_combination={config.eval.per_combination} needs one entry per "
                      f"eval.num_mix={config.eval.num_mix}")
@@ -222,8 +227,9 @@ def train_iterator(config: ml_collections.ConfigDict):
   """This process's share of the training stream (a checkpointable grain iterator)."""
   d = config.dataset
   data.prepare_dataset(d.name, d.data_dir)
-  source = data.open_split(d.name, d.train_split, d.data_dir)
-  index = data.clip_index(source)
+  source, index = data.open_indexed_split(d.name, d.train_split, d.data_dir)
+  if d.cache_mb:
+    source = data.CachedSource(source, d.cache_mb << 20)
   num_classes = max(index.labels) + 1
   if num_classes > d.num_classes:
     raise ValueError(f"dataset {d.name!r} has class id {num_classes - 1}, but "

@@ -1,12 +1,16 @@
 """avsep_jax.data: dataset preparation."""
 
+import json
 import os
+import pathlib
+import pickle
 
 import numpy as np
 
 import pytest
 
 from avsep_jax import data
+from avsep_jax.data import mixtures
 
 
 def test_prepare_dataset_reuses_a_prepared_build(tiny_data_dir):
@@ -85,21 +89,45 @@ def test_process_shards_split_the_stream_disjointly(train_split):
     first_batches(split, index, batch_size=1, seed=0, shard_index=2, shard_count=2)
 
 
-def test_worker_processes_make_the_same_mixtures(train_split):
-  """Each worker batches its own share of the stream: over `workers` batches the
-  same mixtures arrive (in another grouping), and a run is repeatable."""
+def test_worker_processes_make_the_same_batches(train_split):
+  """Batches are formed before the stream is split among workers: any worker
+  count gives the same batches in the same order."""
   split, index = train_split
-
-  def rows(batches):
-    return sorted(tuple(np.round(src[:, ::997], 6).ravel()) for b in batches for src in b["sources"])
-
-  want = first_batches(split, index, count=2, batch_size=2, seed=1)
-  got = first_batches(split, index, count=2, batch_size=2, seed=1, num_workers=2)
-  again = first_batches(split, index, count=2, batch_size=2, seed=1, num_workers=2)
-  assert rows(got) == rows(want)
-  for g, a in zip(got, again):
-    np.testing.assert_array_equal(g["sources"], a["sources"])
+  want = first_batches(split, index, count=3, batch_size=2, seed=1)
+  got = first_batches(split, index, count=3, batch_size=2, seed=1, num_workers=2)
+  for g, w in zip(got, want):
+    for key in w:
+      np.testing.assert_array_equal(g[key], w[key])
     assert g["crops"].dtype == np.float32 and g["sources"].dtype == np.float32
+
+
+def test_open_indexed_split_caches_the_index_with_its_build(tiny_data_dir):
+  source, index = data.open_indexed_split("synthetic_music/tiny", "validation", tiny_data_dir)
+  cache = pathlib.Path(tiny_data_dir, "synthetic_music", "tiny", "1.0.0",
+                       "clip_index.validation.json")
+  assert cache.exists() and index == data.clip_index(source)
+  try:  # a second open reads the cache instead of the examples
+    cached = json.loads(cache.read_text())
+    cached["video_ids"] = ["cached-" + v for v in cached["video_ids"]]
+    cache.write_text(json.dumps(cached))
+    _, again = data.open_indexed_split("synthetic_music/tiny", "validation", tiny_data_dir)
+    assert again.video_ids == tuple(cached["video_ids"]) and again.labels == index.labels
+  finally:
+    cache.unlink()
+
+
+def test_cached_source_keeps_recent_examples_within_its_budget(train_split):
+  split, index = train_split
+  one = mixtures._nbytes(split[0])
+  cached = data.CachedSource(split, max_bytes=int(2.5 * one))
+  assert len(cached) == len(split)
+  for i in (0, 1, 0, 2, 3):  # 0 is used again, so 1 leaves first
+    np.testing.assert_array_equal(cached[i]["audio"], split[i]["audio"])
+  assert cached.cached_indices == (2, 3) and cached[3] is cached[3]
+  assert 0 < cached.cached_bytes <= 2.5 * one
+  clone = pickle.loads(pickle.dumps(cached))  # as sent to a grain worker: an empty cache
+  assert clone.cached_bytes == 0 and clone[2]["video_id"] == split[2]["video_id"]
+  assert data.CachedSource(split, max_bytes=0)[1]["video_id"] == split[1]["video_id"]
 
 
 def test_eval_list_is_saved_complete_and_reused(tiny_data_dir, tmp_path):
@@ -181,3 +209,4 @@ def test_mixed_source_counts_are_padded_and_masked(train_split):
                              rtol=1e-6)
   with pytest.raises(ValueError, match="min_mix=4 must be in"):
     data.train_dataset(split, index, data.MixOptions(num_mix=3, min_mix=4), batch_size=2, seed=0)
+

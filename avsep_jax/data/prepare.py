@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from avsep_jax.data import mixtures
+
 
 def default_data_dir() -> str:
   """TFDS's own default (`$TFDS_DATA_DIR`, else ~/tensorflow_datasets)."""
@@ -113,6 +115,24 @@ def open_split(name: str, split: str, data_dir: str | None = None):
                        "and prepare it again")
     _check_shard(str(path), expected)
   return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+
+
+def open_indexed_split(name: str, split: str, data_dir: str | None = None):
+  """`open_split` and the split's `mixtures.ClipIndex`, the index cached with the build.
+
+  The index (labels, lengths, ids of every clip) takes one read of every
+  example; it is cached as JSON inside the dataset build's own folder, so it
+  is read once per build and a rebuilt dataset never meets a stale index.
+  Builds on remote storage (e.g. `gs://`) are indexed without a cache.
+
+  Returns:
+    `(source, index)`.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = open_split(name, split, data_dir)
+  build_dir = str(tfds.builder(name, data_dir=data_dir or default_data_dir()).data_dir)
+  cache = None if "://" in build_dir else pathlib.Path(build_dir) / f"clip_index.{split}.json"
+  return source, mixtures.clip_index(source, cache)
 
 
 def main(argv):
