@@ -98,6 +98,11 @@ def open_split(name: str, split: str, data_dir: str | None = None):
     ValueError: the dataset is not prepared, the split is unknown, or a shard is
       missing or corrupt (the file is named).
   """
+  return _checked_source(name, split, data_dir)[0]
+
+
+def _checked_source(name: str, split: str, data_dir: str | None):
+  """`(source, builder)` of `open_split`, after its checks."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import data_builders  # pylint: disable=g-import-not-at-top,unused-import
   data_dir = data_dir or default_data_dir()
@@ -114,7 +119,7 @@ def open_split(name: str, split: str, data_dir: str | None = None):
       raise ValueError(f"shard {path} of {name}/{split} is missing; delete the dataset folder "
                        "and prepare it again")
     _check_shard(str(path), expected)
-  return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  return tfds.data_source(name, split=split, data_dir=data_dir, download=False), builder
 
 
 def open_indexed_split(name: str, split: str, data_dir: str | None = None):
@@ -128,9 +133,8 @@ def open_indexed_split(name: str, split: str, data_dir: str | None = None):
   Returns:
     `(source, index)`.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  source = open_split(name, split, data_dir)
-  build_dir = str(tfds.builder(name, data_dir=data_dir or default_data_dir()).data_dir)
+  source, builder = _checked_source(name, split, data_dir)
+  build_dir = str(builder.data_dir)
   cache = None if "://" in build_dir else pathlib.Path(build_dir) / f"clip_index.{split}.json"
   return source, mixtures.clip_index(source, cache)
 
