@@ -5,7 +5,8 @@
 #
 #   bash launch/setup.sh          # idempotent; re-installs only when requirements change
 #
-# Environment: PYTHON (default python3.11, else python3), VENV (default .venv).
+# Environment: PYTHON (default python3.11, else python3), VENV (default .venv),
+# AVSEP_NO_UV=1 (install with pip instead of uv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,14 +50,22 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-echo "setup: installing pinned requirements into $VENV (a few minutes on a fresh machine)"
-pip_install() {  # quiet, minus the notices some pip configurations print per package
-  "$VENV/bin/python" -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+echo "setup: installing pinned requirements into $VENV (a minute or two on a fresh machine)"
+# uv resolves and downloads in parallel: ~20 s for requirements.txt from an empty
+# cache against ~2 min for pip on 2 cores. pip stays the fallback (and runs `pip check`).
+UV_VERSION=0.13.9
+pip_quiet() {  # quiet, minus the notices some pip configurations print per package
+  "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
 }
-pip_install --upgrade pip
-pip_install -r requirements.txt
-pip_install --no-deps -r requirements-no-deps.txt
-pip_install --no-deps -e .
+if [ "${AVSEP_NO_UV:-0}" != 1 ] && pip_quiet install -q "uv==$UV_VERSION" && [ -x "$VENV/bin/uv" ]; then
+  installer=("$VENV/bin/uv" pip install -q --python "$VENV/bin/python")
+else
+  echo "setup: installing with pip (uv unavailable or AVSEP_NO_UV=1)"
+  installer=(pip_quiet install -q)
+fi
+"${installer[@]}" -r requirements.txt
+"${installer[@]}" --no-deps -r requirements-no-deps.txt
+"${installer[@]}" --no-deps -e .
 # pip check, minus the one requirement requirements-no-deps.txt leaves out on purpose.
 check=$("$VENV/bin/python" -m pip check 2>&1 || true)
 problems=$(printf '%s\n' "$check" | grep -v -e "^No broken requirements" \
