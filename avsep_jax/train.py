@@ -138,27 +138,77 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
   return shares, mixture, features
 
 
+# Batch arrays with one row per mixture and no source axis (`mixtures.finish`);
+# every other array is `[B, N, ...]`.
+PER_MIXTURE_KEYS = ("mixture",)
+
+
+def source_count_groups(config: ml_collections.ConfigDict) -> tuple[tuple[int, np.ndarray], ...]:
+  """`(count, global batch rows)` per source count with `dataset.fixed_composition`, else ().
+
+  Each process's batch holds the counts of `data.batch_source_counts` at fixed
+  positions, and the global batch is the processes' batches in order.
+  """
+  d = config.dataset
+  if not d.fixed_composition:
+    return ()
+  local = config.train.batch_size // jax.process_count()
+  counts = np.asarray(data.batch_source_counts(d.min_mix, d.num_mix, local))
+  rows = np.arange(config.train.batch_size)
+  per_row = counts[rows % local]
+  return tuple((int(c), rows[per_row == c]) for c in np.unique(counts))
+
+
+def _select_rows(batch: dict, rows: np.ndarray, count: int) -> dict:
+  """The batch's `rows` (static indices), each with its first `count` sources."""
+  lo, hi = int(rows[0]), int(rows[-1]) + 1
+  if hi - lo == len(rows):
+    pick = lambda x: x[lo:hi]
+  else:
+    pick = lambda x: jnp.take(x, rows, axis=0)
+  return {k: pick(v) if k in PER_MIXTURE_KEYS else pick(v)[:, :count] for k, v in batch.items()}
+
+
 def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax.Schedule):
-  """The pure step `(state, batch, key) -> (state, metrics)` (not yet jitted)."""
+  """The pure step `(state, batch, key) -> (state, metrics)` (not yet jitted).
+
+  With `dataset.fixed_composition`, the rows of each source count run through
+  the model separately with no padded sources, and the loss and metrics are
+  their means weighted by valid sources: the value a padded batch would give,
+  for fewer rows of work.
+  """
   loss_cfg = config.train.loss
   volume_range = tuple(config.train.volume_range)
+  groups = source_count_groups(config)
 
-  def train_step(state, batch, key):
-    ts = nnx.merge(graphdef, state)
-    step = ts.optimizer.step[...]
-    rng = jax.random.fold_in(key, step)
+  def batch_loss(model, batch, rng):
     sources = batch["sources"]
     if volume_range:  # SoP's training gain per source, then clipped as audio
       gain = jax.random.uniform(rng, sources.shape[:2] + (1,), sources.dtype, *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
     _, _, features = front_end(config, sources, batch["source_mask"])
-    inputs = model_inputs(batch, features["mix_mag"])
+    outputs = model(model_inputs(batch, features["mix_mag"]))
+    return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
+                            step_weights=tuple(loss_cfg.step_weights),
+                            classification_weight=loss_cfg.classification_weight)
+
+  def train_step(state, batch, key):
+    ts = nnx.merge(graphdef, state)
+    step = ts.optimizer.step[...]
+    rng = jax.random.fold_in(key, step)
 
     def loss_fn(model):
-      outputs = model(inputs)
-      return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
-                              step_weights=tuple(loss_cfg.step_weights),
-                              classification_weight=loss_cfg.classification_weight)
+      if not groups:
+        return batch_loss(model, batch, rng)
+      num_valid = jnp.maximum(batch["source_mask"].sum(), 1).astype(jnp.float32)
+      loss, metrics = 0.0, {}
+      for i, (count, rows) in enumerate(groups):
+        part = _select_rows(batch, rows, count)
+        part_loss, part_metrics = batch_loss(model, part, jax.random.fold_in(rng, i))
+        share = part["source_mask"].sum() / num_valid
+        loss = loss + share * part_loss
+        metrics = {k: metrics.get(k, 0.0) + share * v for k, v in part_metrics.items()}
+      return loss, metrics
 
     (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(ts.model)
     grad_norm = optax.tree.norm(grads)
@@ -211,6 +261,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 <= d.min_mix <= d.num_mix:
     raise ValueError(f"dataset.min_mix={d.min_mix} must be 0 (off) or in [1, dataset.num_mix="
                      f"{d.num_mix}]")
+  if d.fixed_composition:
+    if not d.min_mix:
+      raise ValueError("dataset.fixed_composition needs dataset.min_mix (the smallest count)")
+    local = t.batch_size // jax.process_count()
+    if local < d.num_mix - d.min_mix + 1:
+      raise ValueError(f"dataset.fixed_composition: a batch of {local} mixtures per process "
+                       f"cannot hold every source count in [dataset.min_mix={d.min_mix}, "
+                       f"dataset.num_mix={d.num_mix}]")
   if d.cache_mb < 0:
     raise ValueError(f"dataset.cache_mb={d.cache_mb} must be >= 0 (0: no cache)")
   if not 1 <= config.eval.validation_num_mix <= d.num_classes:
@@ -234,12 +292,15 @@ def train_iterator(config: ml_collections.ConfigDict):
   if num_classes > d.num_classes:
     raise ValueError(f"dataset {d.name!r} has class id {num_classes - 1}, but "
                      f"dataset.num_classes={d.num_classes}")
-  options = data.MixOptions(num_mix=d.num_mix, min_mix=d.min_mix or None,
+  local_batch = config.train.batch_size // jax.process_count()
+  counts = (data.batch_source_counts(d.min_mix, d.num_mix, local_batch)
+            if d.fixed_composition else None)
+  options = data.MixOptions(num_mix=d.num_mix, min_mix=d.min_mix or None, batch_counts=counts,
                             segment_length=d.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
                             frame_size=d.frame_size)
   ds = data.train_dataset(source, index, options,
-                          batch_size=config.train.batch_size // jax.process_count(),
+                          batch_size=local_batch,
                           seed=config.seed, shard_index=jax.process_index(),
                           shard_count=jax.process_count(), num_workers=d.num_workers)
   return iter(ds)

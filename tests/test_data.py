@@ -210,3 +210,21 @@ def test_mixed_source_counts_are_padded_and_masked(train_split):
   with pytest.raises(ValueError, match="min_mix=4 must be in"):
     data.train_dataset(split, index, data.MixOptions(num_mix=3, min_mix=4), batch_size=2, seed=0)
 
+
+
+def test_fixed_composition_puts_each_count_at_its_batch_positions(train_split):
+  split, index = train_split
+  assert data.batch_source_counts(2, 3, 8) == (2, 2, 2, 2, 3, 3, 3, 3)
+  assert data.batch_source_counts(1, 3, 4) == (1, 1, 2, 3)
+  with pytest.raises(ValueError, match="cannot hold every source count"):
+    data.batch_source_counts(1, 3, 2)
+  counts = data.batch_source_counts(2, 3, 4)
+  options = data.MixOptions(num_mix=3, min_mix=2, batch_counts=counts, segment_length=SEGMENT,
+                            crop_size=32, num_frames=0)
+  for shard in range(2):  # positions count within each process's share of the stream
+    iterator = iter(data.train_dataset(split, index, options, batch_size=4, seed=3,
+                                       shard_index=shard, shard_count=2))
+    for _ in range(3):
+      np.testing.assert_array_equal(next(iterator)["source_mask"].sum(1), counts)
+  with pytest.raises(ValueError, match="one count in"):
+    data.train_dataset(split, index, options, batch_size=8, seed=0)

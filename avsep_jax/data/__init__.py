@@ -4,6 +4,7 @@ from avsep_jax.data.mixtures import CachedSource
 from avsep_jax.data.mixtures import clip_index
 from avsep_jax.data.mixtures import load_mixture
 from avsep_jax.data.mixtures import MixtureSpec
+from avsep_jax.data.pipeline import batch_source_counts
 from avsep_jax.data.pipeline import eval_dataset
 from avsep_jax.data.pipeline import eval_list_path
 from avsep_jax.data.pipeline import eval_mixture_list
