@@ -264,11 +264,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if d.fixed_composition:
     if not d.min_mix:
       raise ValueError("dataset.fixed_composition needs dataset.min_mix (the smallest count)")
-    local = t.batch_size // jax.process_count()
-    if local < d.num_mix - d.min_mix + 1:
-      raise ValueError(f"dataset.fixed_composition: a batch of {local} mixtures per process "
-                       f"cannot hold every source count in [dataset.min_mix={d.min_mix}, "
-                       f"dataset.num_mix={d.num_mix}]")
+    try:
+      source_count_groups(config)
+    except ValueError as e:  # the per-process batch is too small for every count
+      raise ValueError(f"dataset.fixed_composition with dataset.min_mix={d.min_mix}, "
+                       f"dataset.num_mix={d.num_mix}: {e}") from e
   if d.cache_mb < 0:
     raise ValueError(f"dataset.cache_mb={d.cache_mb} must be >= 0 (0: no cache)")
   if not 1 <= config.eval.validation_num_mix <= d.num_classes:

@@ -207,3 +207,6 @@ def test_fixed_composition_step_equals_the_padded_step(tiny_data_dir):
   config.dataset.fixed_composition, config.dataset.min_mix = True, 0
   with pytest.raises(ValueError, match="fixed_composition needs dataset.min_mix"):
     train.validate_config(config)
+  config.dataset.min_mix, config.train.batch_size = 1, 2
+  with pytest.raises(ValueError, match="batch of 2 cannot hold every source count in"):
+    train.validate_config(config)
