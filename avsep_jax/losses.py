@@ -21,7 +21,8 @@ def _masked_mean(values, valid):
 
 
 def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
-              step_weights: tuple[float, ...], classification_weight: float = 0.0):
+              step_weights: tuple[float, ...], classification_weight: float = 0.0,
+              alignment_weight: float = 0.0):
   """Total loss and its parts.
 
   Args:
@@ -31,10 +32,13 @@ def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
     mask: 'binary' (weighted BCE on logits) or 'ratio' (weighted L1 on sigmoid masks).
     step_weights: weight of each of the S steps' mask losses.
     classification_weight: weight of the object-consistency cross-entropy.
+    alignment_weight: weight of CRN's feature alignment, the mean squared
+      difference between `alignment_features[0]` (true sources) and `[1]` (last
+      step), `[2, B, N, D]`, over valid sources (the original: 100).
 
   Returns:
     `(loss, metrics)`, metrics a dict of scalars (`loss`, `mask_loss/step_i`,
-    `classification_loss`, `classification_accuracy`).
+    `classification_loss`, `classification_accuracy`, `alignment_loss`).
   """
   logits = outputs["mask_logits"]
   if len(step_weights) != logits.shape[0]:
@@ -59,5 +63,14 @@ def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
     hits = (outputs["class_logits"].argmax(-1) == batch["labels"]).astype(ce.dtype)
     metrics["classification_accuracy"] = (hits * valid_f).sum() / jnp.maximum(valid_f.sum(), 1.0)
     total = total + classification_weight * metrics["classification_loss"]
+  if alignment_weight:
+    if "alignment_features" not in outputs:
+      raise ValueError("train.loss.alignment_weight > 0 needs a model with an alignment head "
+                       "(CRN's model.alignment)")
+    real, fake = outputs["alignment_features"]
+    per_source = jnp.mean(jnp.square(real - fake), axis=-1)           # [B, N]
+    valid_f = valid.astype(per_source.dtype)
+    metrics["alignment_loss"] = (per_source * valid_f).sum() / jnp.maximum(valid_f.sum(), 1.0)
+    total = total + alignment_weight * metrics["alignment_loss"]
   metrics["loss"] = total
   return total, metrics

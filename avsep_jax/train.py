@@ -116,9 +116,15 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   return tx, schedules
 
 
-def model_inputs(batch: dict, mix_mag) -> dict:
-  """The model's inputs: the mixture map plus the visual query arrays it reads."""
+def model_inputs(batch: dict, mix_mag, source_mag=None) -> dict:
+  """The model's inputs: the mixture map plus the visual query arrays it reads.
+
+  `source_mag` (training only) lets a model compute features of the true
+  sources (CRN's alignment).
+  """
   inputs = {"mix_mag": mix_mag, "source_mask": batch["source_mask"]}
+  if source_mag is not None:
+    inputs["source_mag"] = source_mag
   for key in ("crops", "frames"):
     if key in batch:
       inputs[key] = batch[key]
@@ -187,10 +193,13 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
       gain = jax.random.uniform(rng, sources.shape[:2] + (1,), sources.dtype, *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
     _, _, features = front_end(config, sources, batch["source_mask"])
-    outputs = model(model_inputs(batch, features["mix_mag"]))
+    align = loss_cfg.alignment_weight
+    outputs = model(model_inputs(batch, features["mix_mag"],
+                                 features["source_mag"] if align else None))
     return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
                             step_weights=tuple(loss_cfg.step_weights),
-                            classification_weight=loss_cfg.classification_weight)
+                            classification_weight=loss_cfg.classification_weight,
+                            alignment_weight=align)
 
   def train_step(state, batch, key):
     ts = nnx.merge(graphdef, state)
@@ -277,6 +286,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if len(config.eval.per_combination) != len(config.eval.num_mix):
     raise ValueError(f"eval.per_combination={config.eval.per_combination} needs one entry per "
                      f"eval.num_mix={config.eval.num_mix}")
+  if t.loss.alignment_weight and not config.model.get("alignment"):
+    raise ValueError(f"train.loss.alignment_weight={t.loss.alignment_weight} needs "
+                     "model.alignment (CRN's alignment head)")
+  if config.model.get("alignment") and config.model.alignment.input_rows != config.audio.warp_bins:
+    raise ValueError(f"model.alignment.input_rows={config.model.alignment.input_rows} must be "
+                     f"audio.warp_bins={config.audio.warp_bins} (the classifier's input rows)")
   if t.volume_range and len(t.volume_range) != 2:
     raise ValueError(f"train.volume_range={t.volume_range}: expected () or (lo, hi)")
 

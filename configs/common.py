@@ -87,6 +87,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.loss = config_dict.ConfigDict()
   c.train.loss.step_weights = (1.0,)
   c.train.loss.classification_weight = 0.0
+  c.train.loss.alignment_weight = 0.0  # CRN's feature alignment (needs model.alignment)
   c.train.log_every = {"cpu": 50, "full": 100, "tiny": 1}[size]
   c.train.checkpoint_every = {"cpu": 200, "full": 1000, "tiny": 2}[size]
   c.train.max_checkpoints = 2

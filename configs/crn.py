@@ -11,12 +11,16 @@ vector give M_1..M_T (`lax.scan`, gradients through all steps, as the original).
 Loss (original `loss_calc/train.py`): weighted L1 on M_0 (weight 1) +
 sum_i f_i L1(M_i) with f = linspace(1, 0, T + 2)[1:-1] normalised (`factor_type
 = 'down'`: 0.5, 0.333, 0.167 for T = 3) + 0.05 x object-consistency
-cross-entropy on M_0's separated spectrogram.
+cross-entropy on M_0's separated spectrogram + 100 x the audio-feature
+alignment: MSE between `model.alignment`'s projections (the original's
+`Down_channels`: 1x1 conv to 128 + norm + ReLU, linear to 512, N(0, 0.02)
+init) of the classifier's backbone map of log|source| and of log(M_T |mix|)
+(`train.loss.alignment_weight`).
 
 Choices (paper/code vs ours):
-- The original's audio-feature alignment loss (100 x MSE between projected
-  classifier features of the true and the refined spectrogram) is not
-  implemented yet; its weight would be a `train.loss` field.
+- Alignment head: the original flattens the classifier's whole 8 x 8 map of
+  its fixed 256 x 256 input; ours averages the map over time first and
+  flattens the frequency rows, so it takes any clip length.
 - The co-separation loss sums the masks of all objects of one video; our
   mixtures have one object per video, where it is the per-source L1.
 - Optimiser: the original's Adam(0.5, 0.999), wd 1e-4, 1e-4 for all modules
@@ -82,7 +86,10 @@ def get_config(arg: str | None = None):
     classifier = dict(backbone="resnet18", head="avg_linear")
     c.model = dict(name="crn", num_classes=c.dataset.num_classes, refine_steps=steps,
                    visual_dim=512, unet=common.unet(size, upsample="transpose", init_std=0.02),
-                   visual=visual, classifier=classifier)
+                   visual=visual, classifier=classifier, detach_steps=False,
+                   alignment=dict(channels=128, dim=512, norm="batch",
+                                  input_rows=c.audio.warp_bins))
+    c.train.loss.alignment_weight = 100.0
     c.train.b1 = 0.5
     c.train.weight_decay = 1e-4
     c.train.learning_rate = 1e-4
@@ -95,7 +102,9 @@ def get_config(arg: str | None = None):
     c.model = dict(name="crn", num_classes=c.dataset.num_classes, refine_steps=steps,
                    visual_dim=64 if size == "cpu" else 8, unet=common.unet(size),
                    refine_unet=refine, visual=common.small_visual(size),
-                   classifier=common.small_visual(size))
+                   classifier=common.small_visual(size), detach_steps=False,
+                   alignment=dict(channels=32, dim=64, norm="group",
+                                  input_rows=c.audio.warp_bins))
     if size == "cpu":  # 2- and 3-mixes (the original trains 3-mixes)
       c.dataset.num_mix, c.dataset.min_mix = 3, 2
       c.dataset.fixed_composition = True  # each count's rows run unpadded

@@ -123,3 +123,50 @@ def test_bilinear_upsample_is_align_corners_true():
   np.testing.assert_allclose(up, np.linspace(0, 2, 6), atol=1e-6)  # corners kept
   near = layers.upsample2x(x, "nearest")[0, :, 0, 0]
   np.testing.assert_allclose(near, [0, 0, 1, 1, 2, 2])
+
+
+def _crn(**overrides):
+  config = crn.get_config("tiny")
+  return models.build_model({**config.model.to_dict(), **overrides}, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_crn_detach_steps_stops_gradients_between_steps(detach):
+  """The last step's masks reach the base U-Net's weights only without `detach_steps`."""
+  model = _crn(detach_steps=detach)
+  inputs = _inputs(1, 2, 64, 16, 32)
+
+  def last_step(m):
+    return jnp.sum(jax.nn.sigmoid(m(inputs)["mask_logits"][-1]))
+
+  grads = nnx.grad(last_step)(model)
+  norm = lambda tree: float(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+  assert norm(grads["refine"]) > 0 and norm(grads["visual"]) > 0
+  assert (norm(grads["unet"]) == 0) == detach
+  # Detaching changes gradients, not values.
+  np.testing.assert_allclose(model(inputs)["mask_logits"],
+                             _crn(detach_steps=not detach)(inputs)["mask_logits"], rtol=1e-6)
+
+
+def test_crn_alignment_features_of_true_sources_and_last_step():
+  config = crn.get_config("tiny")
+  model = _crn()
+  inputs = _inputs(2, 3, config.audio.warp_bins, 16, 32)
+  assert "alignment_features" not in model(inputs)  # inference: no source magnitudes
+  source_mag = jnp.abs(jax.random.normal(jax.random.key(5), (2, 3, config.audio.warp_bins, 16)))
+  out = model({**inputs, "source_mag": source_mag})
+  real, fake = out["alignment_features"]
+  assert real.shape == fake.shape == (2, 3, config.model.alignment.dim)
+  # The true-source features do not depend on the masks; the last step's do.
+  again = model({**inputs, "source_mag": source_mag, "mix_mag": 2 * inputs["mix_mag"]})
+  np.testing.assert_allclose(again["alignment_features"][0], real, rtol=1e-5)
+  assert not np.allclose(again["alignment_features"][1], fake, rtol=1e-3)
+  # Separated spectrogram equal to the source's: equal features.
+  last = jax.nn.sigmoid(out["mask_logits"][-1]) * inputs["mix_mag"][:, None]
+  same = model({**inputs, "source_mag": last})["alignment_features"]
+  np.testing.assert_allclose(same[0], same[1], rtol=1e-4, atol=1e-5)
+
+
+def test_crn_alignment_head_checks_its_rows():
+  with pytest.raises(ValueError, match="map has 32 rows, the head was built for 16 .*audio.warp_bins"):
+    _crn()({**_inputs(1, 2, 128, 16, 32), "source_mag": jnp.ones((1, 2, 128, 16))})

@@ -9,6 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from avsep_jax import evaluate
 from avsep_jax import train
@@ -209,4 +210,41 @@ def test_fixed_composition_step_equals_the_padded_step(tiny_data_dir):
     train.validate_config(config)
   config.dataset.min_mix, config.train.batch_size = 1, 2
   with pytest.raises(ValueError, match="batch of 2 cannot hold every source count in"):
+    train.validate_config(config)
+
+
+def test_alignment_loss_is_the_feature_mse_over_valid_sources():
+  from avsep_jax import losses
+  rng = np.random.default_rng(0)
+  real, fake = rng.normal(size=(2, 2, 3, 5)).astype(np.float32)
+  valid = np.array([[True, True, True], [True, False, False]])
+  outputs = {"mask_logits": np.zeros((1, 2, 3, 4, 6), np.float32),
+             "alignment_features": np.stack([real, fake])}
+  features = {"target": np.full((2, 3, 4, 6), 0.5, np.float32),
+              "weight": np.ones((2, 4, 6), np.float32)}
+  batch = {"labels": np.zeros((2, 3), np.int32), "source_mask": valid}
+  total, metrics = losses.mask_loss(outputs, features, batch, mask="ratio", step_weights=(1.0,),
+                                    alignment_weight=100.0)
+  expected = np.mean(np.square(real - fake), -1)[valid].mean()
+  np.testing.assert_allclose(metrics["alignment_loss"], expected, rtol=1e-6)
+  np.testing.assert_allclose(total, 100 * expected, rtol=1e-6)  # mask term: |sigmoid(0) - 0.5| = 0
+
+
+def test_alignment_loss_trains_the_head_and_needs_it():
+  config = crn.get_config("tiny")
+  config.train.loss.alignment_weight = 100.0
+  train.validate_config(config)
+  batch = synthetic_batch(config, 2)
+  graphdef, before, _ = train.init_state(config)
+  losses, after = run_steps(config, batch, 2)
+  assert np.isfinite(losses).all()
+  for name in ("align", "refine", "classifier"):
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["model"][name]),
+                                                       jax.tree.leaves(after["model"][name])))
+  config.model.alignment = None
+  with pytest.raises(ValueError, match="alignment_weight=100.0 needs model.alignment"):
+    train.validate_config(config)
+  config = crn.get_config("tiny")
+  config.model.alignment.input_rows = 128
+  with pytest.raises(ValueError, match="input_rows=128 must be audio.warp_bins=64"):
     train.validate_config(config)

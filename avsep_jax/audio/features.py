@@ -37,7 +37,8 @@ def separation_features(mixture, sources=None, *, n_fft: int = 1022, hop_length:
     dict with `mix_spec` complex `[B, n_fft // 2 + 1, T]` (for reconstruction),
     `mix_mag` `[B, F, T]` (the network's input map), `weight` `[B, F, T]`
     (SoP's `clip(log1p(mix_mag), 1e-3, 10)`), and with sources `target`
-    `[B, N, F, T]` in `mix_mag`'s bins.
+    `[B, N, F, T]` and the sources' magnitudes `source_mag` `[B, N, F, T]` in
+    `mix_mag`'s bins.
   """
   if mask not in MASK_KINDS:
     raise ValueError(f"mask={mask!r}: expected one of {MASK_KINDS}")
@@ -51,6 +52,7 @@ def separation_features(mixture, sources=None, *, n_fft: int = 1022, hop_length:
   out = {"mix_spec": mix_spec, "mix_mag": mix_mag, "weight": masks.loss_weight(mix_mag)}
   if sources is not None:
     src_mag = to_map(spectral.stft(sources, n_fft=n_fft, hop_length=hop_length))
+    out["source_mag"] = src_mag
     if mask == "ratio":
       out["target"] = masks.ratio_mask(src_mag, mix_mag[:, None], max_value=mask_max)
     else:

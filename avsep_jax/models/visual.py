@@ -60,6 +60,8 @@ class VisualEncoder(nnx.Module):
       dilated = backbone == "resnet18_dilated"
       self.backbone = resnet.ResNet18(in_channels=in_channels, dilated=dilated, rngs=rngs)
       channels, stride = 512, 16 if dilated else 32
+    # The backbone's map (`feature_map`): CRN's alignment head reads it.
+    self.map_channels, self.map_stride = channels, stride
     if head == "avg_linear":
       self.proj = None
       self.out = nnx.Linear(channels, out_dim, kernel_init=layers.normal_init(linear_init_std),
@@ -73,6 +75,10 @@ class VisualEncoder(nnx.Module):
     else:
       self.proj = None
       self.out = layers.conv(channels, out_dim, 3, rngs=rngs)
+
+  def feature_map(self, images):
+    """The backbone's map before the head: `[M, H, W, C]` -> `[M, H/s, W/s, map_channels]`."""
+    return self.backbone(images)
 
   def __call__(self, images):
     """Encodes `[B, N, H, W, C]` or `[B, N, T, H, W, C]` images to `[B, N, out_dim]`."""
