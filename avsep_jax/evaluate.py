@@ -1,12 +1,20 @@
 """Evaluation on the protocol's fixed mixture lists, from a model or an Orbax checkpoint.
 
 For each N in `eval.num_mix`, the saved list of test mixtures (every class
-combination x `eval.per_combination`, centre segments of
-`eval.segment_length` samples; see `avsep_jax.data.eval_mixture_list`) is
-separated by the model in one jitted function (front end, model in inference
-mode, masks -> waveforms for every step of the model) and scored with
-BSS-eval (`avsep_jax.metrics`, or mir_eval 0.8.2 with
-`eval.metric_backend='mir_eval'`):
+combination x `eval.per_combination`; see `avsep_jax.data.eval_mixture_list`)
+is separated by the model in one jitted function (front end, model in
+inference mode, masks -> waveforms for every step of the model) and scored
+with BSS-eval (`avsep_jax.metrics`, or mir_eval 0.8.2 with
+`eval.metric_backend='mir_eval'`). `eval.window` says what is scored:
+
+- 'centre': the listed centre segment of `eval.segment_length` samples;
+- 'sliding': the full clips (as long as the mixture's shortest clip), cut into
+  windows of `eval.segment_length` samples every `eval.window_hop` samples
+  with the last window aligned to the clip's end (Co-Separation's and CRN's
+  test), each window separated with its own object crops and frames, and the
+  windows' estimates averaged where they overlap.
+
+Either way:
 
 - a mixture with a silent reference (sum |x| <= 1e-5) is skipped and counted
   under `skipped`;
@@ -90,6 +98,52 @@ def _class_names(name: str, data_dir: str | None) -> tuple[str, ...]:
   return tuple(tfds.builder(name, data_dir=data_dir).info.features["labels"].feature.names)
 
 
+def window_starts(length: int, window: int, hop: int) -> list[int]:
+  """Starts of `window`-sample windows every `hop` samples over `length` samples.
+
+  The last window ends at the clip's end (it may overlap its neighbour by more
+  than the others); a clip shorter than one window gets one window at 0.
+  """
+  if hop < 1:
+    raise ValueError(f"eval.window_hop={hop} must be >= 1")
+  if length <= window:
+    return [0]
+  starts = list(range(0, length - window, hop))
+  return starts + [length - window]
+
+
+def _sliding_batches(source, index, specs, options: data.MixOptions, hop: int):
+  """One batch per listed mixture over its full clips: the windows, and where they go.
+
+  Yields `(windows, starts, full)`: `windows` the batch of the mixture's
+  windows (each read with its own crops/frames), `starts` their first samples,
+  `full` the mixture read whole (`[1, N, L]` sources, L its shortest clip).
+  """
+  source = data.CachedSource(source, 256 << 20)  # each clip is read once per window
+  for spec in specs:
+    length = min(index.lengths[i] for i in spec.indices)
+    full = data.mixtures.finish(data.mixtures.read_mixture(
+        source, data.MixtureSpec(spec.indices, (0,) * len(spec.indices)),
+        segment_length=length, crop_size=options.crop_size, num_frames=0))
+    starts = window_starts(length, options.segment_length, hop)
+    reads = [options.read(source, data.MixtureSpec(spec.indices, (start,) * len(spec.indices)))
+             for start in starts]
+    windows = data.mixtures.finish({k: np.stack([r[k] for r in reads]) for k in reads[0]})
+    yield windows, starts, {k: v[None] for k, v in full.items()}
+
+
+def _overlap_average(estimates, starts: list[int], length: int):
+  """Window estimates `[S, K, N, W]` -> `[S, 1, N, length]`, averaged where they overlap."""
+  width = estimates.shape[-1]
+  total = np.zeros(estimates.shape[:1] + estimates.shape[2:3] + (length,), estimates.dtype)
+  count = np.zeros(length, estimates.dtype)
+  for k, start in enumerate(starts):
+    stop = min(start + width, length)
+    total[..., start:stop] += estimates[:, k, :, :stop - start]
+    count[start:stop] += 1
+  return (total / count)[:, None]
+
+
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
                 per_combination: int) -> dict[str, Any]:
   """Separates and scores the fixed list of `split`'s `num_mix`-mixtures.
@@ -108,15 +162,35 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   graphdef, state = nnx.split(model)
   config_json = config.to_json()
   devices = jax.device_count()
-  rows = []  # per batch: labels [B, N], sdr/sir/sar [S, B, N], sdr_mix [B, N], silent [S, B, N]
-  for batch in data.eval_dataset(source, specs, options, batch_size=e.batch_size):
+
+  def separate(batch):
     size = len(batch["labels"])
     pad = -size % devices
     batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
              for k, v in batch.items()}
     batch = jax.device_put(batch, mesh.batch)
     shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
-    shares, mixture, estimates = shares[:size], mixture[:size], estimates[:, :size]
+    return shares[:size], mixture[:size], estimates[:, :size]
+
+  if e.window == "centre":
+    batches = ((batch, *separate(batch))
+               for batch in data.eval_dataset(source, specs, options, batch_size=e.batch_size))
+  else:
+    def sliding():
+      for windows, starts, full in _sliding_batches(source, index, specs, options,
+                                                    e.window_hop):
+        estimates = np.concatenate([separate({k: v[i:i + e.batch_size]
+                                              for k, v in windows.items()})[2]
+                                    for i in range(0, len(starts), e.batch_size)], axis=1)
+        length = full["sources"].shape[-1]
+        count = np.maximum(full["source_mask"].sum(-1), 1)[:, None, None]
+        shares = full["sources"] * full["source_mask"][..., None] / count  # SoP: sum / N
+        yield full, shares, shares.sum(1), _overlap_average(estimates, starts, length)
+    batches = sliding()
+
+  rows = []  # per batch: labels [B, N], sdr/sir/sar [S, B, N], sdr_mix [B, N], silent [S, B, N]
+  for batch, shares, mixture, estimates in batches:
+    size = len(batch["labels"])
     sdr_mix = _bss_eval(shares, np.broadcast_to(mixture[:, None], shares.shape),
                         e.metric_backend)[0]
     steps = [_bss_eval(shares, est, e.metric_backend) for est in estimates]

@@ -144,6 +144,9 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
   return shares, mixture, features
 
 
+# What evaluation scores (`evaluate`): centre segments or full clips by sliding window.
+EVAL_WINDOWS = ("centre", "sliding")
+
 # Batch arrays with one row per mixture and no source axis (`mixtures.finish`);
 # every other array is `[B, N, ...]`.
 PER_MIXTURE_KEYS = ("mixture",)
@@ -292,6 +295,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.model.get("alignment") and config.model.alignment.input_rows != config.audio.warp_bins:
     raise ValueError(f"model.alignment.input_rows={config.model.alignment.input_rows} must be "
                      f"audio.warp_bins={config.audio.warp_bins} (the classifier's input rows)")
+  if config.eval.window not in EVAL_WINDOWS:
+    raise ValueError(f"eval.window={config.eval.window!r}: expected one of {EVAL_WINDOWS}")
+  if config.eval.window_hop < 1:
+    raise ValueError(f"eval.window_hop={config.eval.window_hop} must be >= 1")
   if t.volume_range and len(t.volume_range) != 2:
     raise ValueError(f"train.volume_range={t.volume_range}: expected () or (lo, hi)")
 

@@ -100,6 +100,10 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.eval.num_mix = (2, 3)
   c.eval.per_combination = {"cpu": (2, 1), "full": (10, 10), "tiny": (1, 1)}[size]
   c.eval.segment_length = {"cpu": 65535, "full": 65535, "tiny": 16383}[size]
+  # 'centre': the listed centre segments; 'sliding': full clips by windows of
+  # segment_length every window_hop samples, overlap-averaged (Co-Sep/CRN test).
+  c.eval.window = {"cpu": "centre", "full": "sliding", "tiny": "centre"}[size]
+  c.eval.window_hop = c.eval.get_ref("segment_length")
   c.eval.batch_size = {"cpu": 8, "full": 64, "tiny": 4}[size]
   c.eval.list_seed = 0
   c.eval.list_dir = config_dict.placeholder(str)  # None: <data_dir>/eval_lists
