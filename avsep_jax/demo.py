@@ -98,7 +98,9 @@ def main(argv):
   print(f"{'setting':<18} {'SDR':>7} {'SIR':>7} {'SAR':>7} {'SDRmix':>7} {'SDRi':>7} "
         f"{'count':>6} {'skipped':>8}  (dB, mean)")
   for num, per_combination in zip((2, 3), (int(v) for v in _PER_COMBINATION.value)):
-    path = data.eval_list_path(out, _DATASET.value, _SPLIT.value, num, seed=_SEED.value)
+    path = data.eval_list_path(out, _DATASET.value, _SPLIT.value, num,
+                               segment_length=_LENGTH.value, per_combination=per_combination,
+                               seed=_SEED.value)
     specs = data.eval_mixture_list(path, index, num, _LENGTH.value, seed=_SEED.value,
                                    per_combination=per_combination)
     scores = {"ratio": [], "binary": []}  # per batch: (sdr, sir, sar, sdr_mix)

@@ -153,7 +153,9 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   """
   d, e = config.dataset, config.eval
   source, index = data.open_indexed_split(d.name, split, d.data_dir)
-  path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix, seed=e.list_seed)
+  path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
+                             segment_length=e.segment_length, per_combination=per_combination,
+                             seed=e.list_seed)
   specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
                                  per_combination=per_combination)
   options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,

@@ -135,10 +135,16 @@ def test_eval_list_is_saved_complete_and_reused(tiny_data_dir, tmp_path):
   index = data.clip_index(split, tmp_path / "index.json")
   assert (tmp_path / "index.json").exists()
   assert data.clip_index(split, tmp_path / "index.json") == index
-  path = data.eval_list_path(tmp_path, "synthetic_music/tiny", "test", 2, seed=0)
-  assert path.name == "synthetic_music-tiny_test_2mix_seed0.json"
-  assert data.eval_list_path(tmp_path, "d", "test", 3, seed=1, class_subset=(4, 2)).name == (
-      "d_test_3mix_seed1_classes-2-4.json")
+  path = data.eval_list_path(tmp_path, "synthetic_music/tiny", "test", 2,
+                             segment_length=SEGMENT, per_combination=2, seed=0)
+  assert path.name == f"synthetic_music-tiny_test_2mix_len{SEGMENT}_per2_seed0.json"
+  assert data.eval_list_path(tmp_path, "d", "test", 3, segment_length=100, per_combination=1,
+                             seed=1, class_subset=(4, 2)).name == (
+                                 "d_test_3mix_len100_per1_seed1_classes-2-4.json")
+  # Other settings name another file, so they never clash with a saved list.
+  assert len({data.eval_list_path(tmp_path, "d", "test", 2, segment_length=length,
+                                  per_combination=per, seed=0)
+              for length in (100, 200) for per in (1, 2)}) == 4
   specs = data.eval_mixture_list(path, index, 2, SEGMENT, seed=0, per_combination=2)
   classes = len(set(index.labels))
   assert len(specs) == classes * (classes - 1) // 2 * 2

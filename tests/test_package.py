@@ -36,6 +36,6 @@ def test_demo_runs_end_to_end(tmp_path, tiny_data_dir):
     assert row["count"] + row["skipped"] == combinations[int(name[0])]
     assert row["count"] > 0.8 * combinations[int(name[0])]
   for name in ("2mix_mixture.wav", "2mix_estimate1.wav", "3mix_estimate2.wav",
-               "2mix_spectrograms.png", "synthetic_music-tiny_test_2mix_seed0.json",
-               "synthetic_music-tiny_test_3mix_seed0.json"):
+               "2mix_spectrograms.png", "synthetic_music-tiny_test_2mix_len22050_per1_seed0.json",
+               "synthetic_music-tiny_test_3mix_len22050_per1_seed0.json"):
     assert (out / name).stat().st_size > 1000

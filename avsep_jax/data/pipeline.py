@@ -152,9 +152,17 @@ def eval_mixture_specs(index: mixtures.ClipIndex, num_mix: int, segment_length: 
 
 
 def eval_list_path(folder: str | pathlib.Path, dataset: str, split: str, num_mix: int, *,
-                   seed: int, class_subset: tuple[int, ...] | None = None) -> pathlib.Path:
-  """Where the list of (dataset, split, N, class subset, seed) lives under `folder`."""
-  name = f"{dataset.replace('/', '-')}_{split}_{num_mix}mix_seed{seed}"
+                   segment_length: int, per_combination: int, seed: int,
+                   class_subset: tuple[int, ...] | None = None) -> pathlib.Path:
+  """Where the list of (dataset, split, N, segment, count, class subset, seed) lives.
+
+  Every setting that changes the list is in the file name (e.g.
+  `synthetic_music-small_test_2mix_len65535_per2_seed0.json`), so scoring with
+  another `eval.segment_length` or `per_combination` makes its own list instead
+  of clashing with a saved one.
+  """
+  name = (f"{dataset.replace('/', '-')}_{split}_{num_mix}mix_len{segment_length}"
+          f"_per{per_combination}_seed{seed}")
   if class_subset is not None:
     name += "_classes-" + "-".join(str(c) for c in sorted(class_subset))
   return pathlib.Path(folder) / f"{name}.json"
