@@ -148,6 +148,18 @@ def test_crn_detach_steps_stops_gradients_between_steps(detach):
                              _crn(detach_steps=not detach)(inputs)["mask_logits"], rtol=1e-6)
 
 
+def test_crn_residual_refinement_adds_the_refiner_output_to_its_input():
+  """'residual': step 1 = base + the refiner's output, which is 'replace''s step 1."""
+  inputs = _inputs(1, 2, 64, 16, 32)
+  replaced = _crn(refine_update="replace")(inputs)["mask_logits"]
+  added = _crn(refine_update="residual")(inputs)["mask_logits"]
+  np.testing.assert_allclose(added[0], replaced[0], rtol=1e-6)
+  np.testing.assert_allclose(added[1], replaced[0] + replaced[1], rtol=1e-5, atol=1e-5)
+  assert not np.allclose(added[2], replaced[1] + replaced[2], atol=1e-3)  # step 2's input differs
+  with pytest.raises(ValueError, match="refine_update='skip': expected one of"):
+    _crn(refine_update="skip")
+
+
 def test_crn_alignment_features_of_true_sources_and_last_step():
   config = crn.get_config("tiny")
   model = _crn()
@@ -168,5 +180,6 @@ def test_crn_alignment_features_of_true_sources_and_last_step():
 
 
 def test_crn_alignment_head_checks_its_rows():
-  with pytest.raises(ValueError, match="map has 32 rows, the head was built for 16 .*audio.warp_bins"):
+  with pytest.raises(ValueError,
+                     match="map has 32 rows, the head was built for 16 .*audio.warp_bins"):
     _crn()({**_inputs(1, 2, 128, 16, 32), "source_mag": jnp.ones((1, 2, 128, 16))})

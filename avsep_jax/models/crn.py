@@ -26,6 +26,10 @@ from avsep_jax.models import layers
 from avsep_jax.models import unet as unet_lib
 
 
+# How a refinement step's output becomes the next mask logits (`CRN`).
+REFINE_UPDATES = ("replace", "residual")
+
+
 class AlignmentHead(nnx.Module):
   """The original's `Down_channels`: classifier map -> one feature vector per spectrogram.
 
@@ -73,8 +77,8 @@ class CRN(coseparation.CoSeparation):
   def __init__(self, *, num_classes: int, refine_steps: int = 3, visual_dim: int = 512,
                unet: dict | None = None, refine_unet: dict | None = None,
                visual: dict | None = None, classifier: dict | None = None,
-               unroll: bool = True, detach_steps: bool = False, alignment: dict | None = None,
-               rngs: nnx.Rngs):
+               unroll: bool = True, detach_steps: bool = False, refine_update: str = "replace",
+               alignment: dict | None = None, rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -89,6 +93,10 @@ class CRN(coseparation.CoSeparation):
         a step's loss trains the refiner on the masks it was given and never
         the steps before it (the original lets gradients flow through every
         step: False).
+      refine_update: how a step's refiner output becomes the next mask
+        logits: 'replace' (the original: the output is the new logits, so
+        every step re-synthesises the whole mask) or 'residual' (the output
+        is added to the step's input logits, so a step only corrects them).
       alignment: `AlignmentHead` arguments plus `input_rows` (the spectrogram
         rows, `audio.warp_bins`); None: no alignment features.
     """
@@ -96,6 +104,9 @@ class CRN(coseparation.CoSeparation):
                      classifier=classifier, rngs=rngs)
     if refine_steps < 1:
       raise ValueError(f"refine_steps={refine_steps}: CRN needs at least one step")
+    if refine_update not in REFINE_UPDATES:
+      raise ValueError(f"refine_update={refine_update!r}: expected one of {REFINE_UPDATES}")
+    self.refine_update = refine_update
     self.refine_steps, self.unroll, self.detach_steps = refine_steps, unroll, detach_steps
     self.refine = unet_lib.AudioUNet(2, 1, cond_dim=visual_dim,
                                      **(unet if refine_unet is None else refine_unet), rngs=rngs)
@@ -136,7 +147,8 @@ class CRN(coseparation.CoSeparation):
       separated = (masks * valid[..., None, None]).sum(1) * mix_mag     # [B, F, T]
       residual = (mix_mag - separated) / (mix_mag + masks_lib.MAG_EPS)
       x = jnp.stack([masks, jnp.broadcast_to(residual[:, None], masks.shape)], axis=-1)
-      logits = self.separate(refiner, x, vectors)
+      update = self.separate(refiner, x, vectors)
+      logits = logits + update if self.refine_update == "residual" else update
       return (nnx.state(refiner), logits), logits
 
     carry = (refiner_state, base_logits)
