@@ -87,7 +87,7 @@ def get_config(arg: str | None = None):
     c.model = dict(name="crn", num_classes=c.dataset.num_classes, refine_steps=steps,
                    visual_dim=512, unet=common.unet(size, upsample="transpose", init_std=0.02),
                    visual=visual, classifier=classifier, detach_steps=False,
-                   refine_update="replace",
+                   refine_update="replace", refine_sees_mixture=False,
                    alignment=dict(channels=128, dim=512, norm="batch",
                                   input_rows=c.audio.warp_bins))
     c.train.loss.alignment_weight = 100.0
@@ -104,7 +104,7 @@ def get_config(arg: str | None = None):
                    visual_dim=64 if size == "cpu" else 8, unet=common.unet(size),
                    refine_unet=refine, visual=common.small_visual(size),
                    classifier=common.small_visual(size), detach_steps=False,
-                   refine_update="replace",
+                   refine_update="replace", refine_sees_mixture=False,
                    alignment=dict(channels=32, dim=64, norm="group",
                                   input_rows=c.audio.warp_bins))
     if size == "cpu":  # 2- and 3-mixes (the original trains 3-mixes)

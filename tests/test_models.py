@@ -160,6 +160,17 @@ def test_crn_residual_refinement_adds_the_refiner_output_to_its_input():
     _crn(refine_update="skip")
 
 
+def test_crn_refiner_sees_the_mixture_only_when_asked():
+  inputs = _inputs(1, 2, 64, 16, 32)
+  assert _crn().refine.down[0].kernel.shape[2] == 2
+  model = _crn(refine_sees_mixture=True)
+  assert model.refine.down[0].kernel.shape[2] == 3
+
+  grads = nnx.grad(lambda m: jnp.sum(jax.nn.sigmoid(m(inputs)["mask_logits"][1:])))(model)
+  grad = grads.refine.down[0].kernel[...]
+  assert np.all(np.isfinite(grad)) and np.abs(grad[:, :, 2]).max() > 0  # the log|mix| channel
+
+
 def test_crn_alignment_features_of_true_sources_and_last_step():
   config = crn.get_config("tiny")
   model = _crn()

@@ -78,7 +78,8 @@ class CRN(coseparation.CoSeparation):
                unet: dict | None = None, refine_unet: dict | None = None,
                visual: dict | None = None, classifier: dict | None = None,
                unroll: bool = True, detach_steps: bool = False, refine_update: str = "replace",
-               alignment: dict | None = None, rngs: nnx.Rngs):
+               refine_sees_mixture: bool = False, alignment: dict | None = None,
+               rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -97,6 +98,9 @@ class CRN(coseparation.CoSeparation):
         logits: 'replace' (the original: the output is the new logits, so
         every step re-synthesises the whole mask) or 'residual' (the output
         is added to the step's input logits, so a step only corrects them).
+      refine_sees_mixture: also give the refiner log|mix| as a third input
+        channel (the original's refiner sees only the mask and the residual
+        mask: False).
       alignment: `AlignmentHead` arguments plus `input_rows` (the spectrogram
         rows, `audio.warp_bins`); None: no alignment features.
     """
@@ -106,9 +110,9 @@ class CRN(coseparation.CoSeparation):
       raise ValueError(f"refine_steps={refine_steps}: CRN needs at least one step")
     if refine_update not in REFINE_UPDATES:
       raise ValueError(f"refine_update={refine_update!r}: expected one of {REFINE_UPDATES}")
-    self.refine_update = refine_update
+    self.refine_update, self.refine_sees_mixture = refine_update, refine_sees_mixture
     self.refine_steps, self.unroll, self.detach_steps = refine_steps, unroll, detach_steps
-    self.refine = unet_lib.AudioUNet(2, 1, cond_dim=visual_dim,
+    self.refine = unet_lib.AudioUNet(3 if refine_sees_mixture else 2, 1, cond_dim=visual_dim,
                                      **(unet if refine_unet is None else refine_unet), rngs=rngs)
     head = None
     if alignment:
@@ -136,6 +140,7 @@ class CRN(coseparation.CoSeparation):
     valid = inputs.get("source_mask")
     valid = (jnp.ones(vectors.shape[:2], mix_mag.dtype) if valid is None
              else valid.astype(mix_mag.dtype))
+    log_mix = masks_lib.log_magnitude(mix_mag)                          # [B, F, T]
     graphdef, refiner_state = nnx.split(self.refine)
 
     def step(carry, _):
@@ -146,7 +151,10 @@ class CRN(coseparation.CoSeparation):
       masks = jax.nn.sigmoid(logits)                                    # [B, N, F, T]
       separated = (masks * valid[..., None, None]).sum(1) * mix_mag     # [B, F, T]
       residual = (mix_mag - separated) / (mix_mag + masks_lib.MAG_EPS)
-      x = jnp.stack([masks, jnp.broadcast_to(residual[:, None], masks.shape)], axis=-1)
+      channels = [masks, jnp.broadcast_to(residual[:, None], masks.shape)]
+      if self.refine_sees_mixture:
+        channels.append(jnp.broadcast_to(log_mix[:, None], masks.shape))
+      x = jnp.stack(channels, axis=-1)                                  # [B, N, F, T, 2|3]
       update = self.separate(refiner, x, vectors)
       logits = logits + update if self.refine_update == "residual" else update
       return (nnx.state(refiner), logits), logits
