@@ -7,12 +7,14 @@ Model: Co-Separation's visual vector tiled at the U-Net bottleneck gives the
 ratio mask M_0; then T refinement steps of one shared U-Net on
 (M_{i-1}, residual mask (|mix| - sum_n M_n |mix|) / |mix|) with the same visual
 vector give M_1..M_T (`lax.scan`, gradients through all steps, as the original).
+The original's refiner output replaces the mask logits (`:full`); the CPU
+default adds it to the step's input logits (`model.refine_update='residual'`).
 
 Loss (original `loss_calc/train.py`): weighted L1 on M_0 (weight 1) +
 sum_i f_i L1(M_i) with f = linspace(1, 0, T + 2)[1:-1] normalised (`factor_type
 = 'down'`: 0.5, 0.333, 0.167 for T = 3) + 0.05 x object-consistency
-cross-entropy on M_0's separated spectrogram + 100 x the audio-feature
-alignment: MSE between `model.alignment`'s projections (the original's
+cross-entropy on M_0's separated spectrogram + 100 x (`:full`; 0 in the CPU
+default, see below) the audio-feature alignment: MSE between `model.alignment`'s projections (the original's
 `Down_channels`: 1x1 conv to 128 + norm + ReLU, linear to 512, N(0, 0.02)
 init) of the classifier's backbone map of log|source| and of log(M_T |mix|)
 (`train.loss.alignment_weight`).
@@ -55,8 +57,27 @@ Choices (paper/code vs ours):
   per mixture against the base's one encoder and N decoders. At full width
   the 1400-step run gave the same 2-mix SDRi (7.48 dB) at about 0.8 s per
   step against 0.65 s.
-- A refiner that adds to the previous logits instead of replacing them was
-  tried and dropped: validation 2-mix SDRi 4.67 against 5.95 dB at step 700.
+- Refinement update (`model.refine_update`): the original's refiner output
+  becomes the next logits ('replace'), so every step re-synthesises the whole
+  mask from (mask, residual mask). In the CPU default its second step was
+  always below its first (test 2-mix SDRi 8.17 / 3-mix 7.06 dB, per-step
+  2-mix SDR 8.11 / 8.39 / 8.30: last step +0.19 dB over M_0, short of the
+  project's +0.5 dB). 'residual' adds the output to the step's input logits,
+  so a step only corrects the mask it was given; every step then gains:
+  8.54 / 7.59 dB SDRi, per step 7.77 / 8.40 / 8.68 and 3.63 / 4.63 / 4.66
+  (seed 1: 8.43 / 7.21 dB, 7.22 / 8.45 / 8.57 and 3.18 / 4.34 / 4.28). It
+  is the CPU default; `:full` keeps 'replace'. (Before fixed-composition
+  batches, 'residual' had trailed 'replace' at step 700: validation SDRi
+  4.67 against 5.95 dB.) Also measured, 1600 steps, SDRi 2- / 3-mix:
+  `model.detach_steps` with 'replace' 8.13 / 6.58 dB (per step 7.83 / 8.33 /
+  8.26), plus flat step weights (1, 0.5, 0.5) 7.56 / 6.68, plus 'up' weights
+  7.13 dB (2-mix); 'residual' with `detach_steps` 7.91 / 6.68 dB (7.85 /
+  7.86 / 8.04); 'residual' with `model.refine_sees_mixture` (log|mix| as a
+  third refiner input) 7.77 / 6.90 dB (6.87 / 7.42 / 7.91).
+- Alignment loss: 0 in the CPU default. At 100 the small classifier's
+  projections match within ~50 steps (the term falls to ~3e-4 by step 50
+  and ~3e-6 by step 100), so it stops shaping the masks, and it costs 15%
+  more per step (265 against 230 ms median, side by side on 2 cores).
 - Visual nets train from scratch (no ImageNet weights can be downloaded here).
 - The original assumes exactly `num_per_mix` batch rows per mixture; ours
   takes `[B, N]` sources with a `source_mask`, so padded sources stay out of
@@ -104,7 +125,7 @@ def get_config(arg: str | None = None):
                    visual_dim=64 if size == "cpu" else 8, unet=common.unet(size),
                    refine_unet=refine, visual=common.small_visual(size),
                    classifier=common.small_visual(size), detach_steps=False,
-                   refine_update="replace", refine_sees_mixture=False,
+                   refine_update="residual", refine_sees_mixture=False,
                    alignment=dict(channels=32, dim=64, norm="group",
                                   input_rows=c.audio.warp_bins))
     if size == "cpu":  # 2- and 3-mixes (the original trains 3-mixes)
