@@ -38,9 +38,10 @@ Choices (paper/code vs ours):
   (`dataset.fixed_composition`), so the step runs 8 + 12 source rows instead
   of 24 padded ones: about 0.45 s per step in the loop against 0.62 s, for
   the same loss and gradients as the padded batch. The default's 1600 steps
-  (x0.1 from 1400) gave test SDRi 8.17 / 7.06 dB (2- / 3-mix; per-step SDR
-  8.11 / 8.39 / 8.30 and 3.72 / 4.49 / 4.13) in a 19.6-minute main command
-  from a fresh clone. With 1450 steps (x0.1
+  (x0.1 from 1400) gave test SDRi 8.54 / 7.59 dB (2- / 3-mix; per-step SDR
+  7.77 / 8.40 / 8.68 and 3.63 / 4.63 / 4.66) in an 11.9-minute main command
+  from a fresh clone (2026-11-27). The rest of this paragraph was measured
+  with `refine_update='replace'`: 8.17 / 7.06 dB. With 1450 steps (x0.1
   from 1250) this gave test SDRi 7.82 / 6.59 dB (2- / 3-mix; per-step SDR
   7.78 / 8.08 / 7.95 and 3.47 / 4.04 / 3.66). Also measured at 1450 steps:
   x0.1 from 1050 instead: 7.43 / 6.25 dB; Adam at 2e-3: no learning
