@@ -67,6 +67,63 @@ def learning_rate_schedule(base: float, train: ml_collections.ConfigDict) -> opt
   return optax.join_schedules([warmup, decay], [train.warmup_steps])
 
 
+def stage_schedule(base: float, train: ml_collections.ConfigDict,
+                   group: str) -> optax.Schedule:
+  """`group`'s learning rate over the curriculum `train.stages`.
+
+  Each stage is `dict(start=step, frozen=(module names, ...), warmup=steps)`.
+  In a stage that freezes `group` its rate is 0, so its parameters keep their
+  values exactly (Adam's and SGD's updates, weight decay included, are scaled
+  by the rate). A group that a stage unfreezes ramps linearly from 0 to its
+  scheduled rate over that stage's `warmup` steps (the soft transition); other
+  groups follow `learning_rate_schedule`. The pieces are joined at the stages'
+  starts with `optax.join_schedules`.
+  """
+  base_schedule = learning_rate_schedule(base, train)
+  stages = [dict(s) for s in train.stages]
+  if not stages:
+    return base_schedule
+  pieces, frozen_before = [], False
+  for stage in stages:
+    frozen = group in stage.get("frozen", ())
+    warmup = int(stage.get("warmup", 0)) if frozen_before and not frozen else 0
+
+    def piece(t, start=int(stage["start"]), frozen=frozen, warmup=warmup):
+      if frozen:
+        return jnp.zeros_like(base_schedule(t), dtype=jnp.float32)
+      rate = base_schedule(t + start)
+      return rate * jnp.minimum(t / warmup, 1.0) if warmup else rate
+
+    pieces.append(piece)
+    frozen_before = frozen
+  return optax.join_schedules(pieces, [int(s["start"]) for s in stages[1:]])
+
+
+def stage_groups(train: ml_collections.ConfigDict) -> list[str]:
+  """The modules some stage of `train.stages` freezes (each needs its own group)."""
+  return sorted({m for s in train.stages for m in dict(s).get("frozen", ())})
+
+
+def validate_stages(train: ml_collections.ConfigDict) -> None:
+  """Stages start at 0, in increasing order, with known keys; errors name the stage."""
+  starts = []
+  for i, stage in enumerate(train.stages):
+    stage = dict(stage)
+    unknown = sorted(set(stage) - {"start", "frozen", "warmup"})
+    if unknown or "start" not in stage:
+      raise ValueError(f"train.stages[{i}]={stage}: expected keys 'start' (required), "
+                       f"'frozen' and 'warmup'; unknown: {unknown}")
+    if isinstance(stage.get("frozen", ()), str):
+      raise ValueError(f"train.stages[{i}].frozen={stage['frozen']!r}: expected a tuple of "
+                       "module names")
+    if int(stage.get("warmup", 0)) < 0:
+      raise ValueError(f"train.stages[{i}].warmup={stage['warmup']} must be >= 0")
+    starts.append(int(stage["start"]))
+  if starts and (starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:]))):
+    raise ValueError(f"train.stages start at steps {starts}: the first must be 0 and the "
+                     "rest increasing")
+
+
 def _top_level_name(path) -> str:
   key = path[0]
   return str(getattr(key, "key", getattr(key, "name", key)))
@@ -93,10 +150,16 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   if unknown:
     raise ValueError(f"train.module_learning_rates names {unknown}, which the model does not "
                      f"have; its top-level modules: {names}")
+  validate_stages(train)
+  unknown = sorted(set(stage_groups(train)) - set(names))
+  if unknown:
+    raise ValueError(f"train.stages freeze {unknown}, which the model does not have; its "
+                     f"top-level modules: {names}")
   if train.optimizer not in ("adam", "sgd"):
     raise ValueError(f"train.optimizer={train.optimizer!r}: expected 'adam' or 'sgd'")
+  module_rates = {**{m: train.learning_rate for m in stage_groups(train)}, **module_rates}
   rates = {DEFAULT_GROUP: train.learning_rate, **module_rates}
-  schedules = {group: learning_rate_schedule(rate, train) for group, rate in rates.items()}
+  schedules = {group: stage_schedule(rate, train, group) for group, rate in rates.items()}
 
   def group_tx(schedule):
     parts = [optax.add_decayed_weights(train.weight_decay)] if train.weight_decay else []
@@ -265,6 +328,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % jax.process_count():
     raise ValueError(f"train.batch_size={t.batch_size} does not split over "
                      f"{jax.process_count()} processes")
+  validate_stages(t)
   if t.steps < 1 or t.log_every < 1 or t.checkpoint_every < 1:
     raise ValueError(f"train.steps={t.steps}, train.log_every={t.log_every} and "
                      f"train.checkpoint_every={t.checkpoint_every} must be >= 1")

@@ -83,6 +83,11 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # Learning rate x decay_factor at each of these steps.
   c.train.decay_steps = {"cpu": (1200,), "full": (), "tiny": ()}[size]
   c.train.decay_factor = 0.1
+  # Curriculum: () is one stage where everything trains. Otherwise stages
+  # dict(start=step, frozen=(top-level module names), warmup=steps), the first
+  # at step 0: a stage's frozen modules keep their values (learning rate 0) and
+  # a module it unfreezes ramps up over `warmup` steps (`train.stage_schedule`).
+  c.train.stages = ()
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
   c.train.loss = config_dict.ConfigDict()
   c.train.loss.step_weights = (1.0,)

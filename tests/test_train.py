@@ -290,3 +290,43 @@ def test_sliding_window_evaluation_scores_full_clips(tiny_data_dir, tmp_path):
   assert result["count"] + result["skipped"] == 78
   assert np.isfinite(result["sdr"]) and np.isfinite(result["sdr_mixture"])
   assert len(result["per_step"]) == 1 + config.model.refine_steps
+
+
+def test_curriculum_stages_freeze_exactly_the_named_modules():
+  """Stage 0 freezes the visual net, stage 1 (from step 2) the U-Net; visual ramps up."""
+  config = crn.get_config("tiny")
+  config.train.stages = (dict(start=0, frozen=("visual",)),
+                         dict(start=2, frozen=("unet",), warmup=4))
+  batch = synthetic_batch(config, 2)
+  _, before = train.init_state(config)[:2]
+  _, after_stage0 = run_steps(config, batch, 2)
+  _, after_stage1 = run_steps(config, batch, 4)
+
+  def changed(a, b, name):
+    return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a["model"][name]),
+                                                        jax.tree.leaves(b["model"][name])))
+
+  assert not changed(before, after_stage0, "visual")
+  assert changed(before, after_stage0, "unet") and changed(before, after_stage0, "refine")
+  assert not changed(after_stage0, after_stage1, "unet")  # step 3 (not 2: ramp starts at 0)
+  assert changed(after_stage0, after_stage1, "visual")
+  _, schedules = train.make_optimizer(
+      nnx.merge(*train.init_state(config)[:2]).model, config.train)
+  rates = lambda g: [float(schedules[g](s)) for s in range(7)]
+  np.testing.assert_allclose(rates("visual"), [0, 0, 0, 2.5e-4, 5e-4, 7.5e-4, 1e-3], rtol=1e-6)
+  np.testing.assert_allclose(rates("unet"), [1e-3, 1e-3, 0, 0, 0, 0, 0])
+  np.testing.assert_allclose(rates("default"), [1e-3] * 7)
+
+
+@pytest.mark.parametrize("stages, message", [
+    ((dict(start=1),), "the first must be 0"),
+    ((dict(start=0), dict(start=0)), "the rest increasing"),
+    ((dict(start=0, frozen="visual"),), "expected a tuple of module names"),
+    ((dict(start=0, freeze=("visual",)),), r"unknown: \['freeze'\]"),
+    ((dict(start=0, frozen=("visuals",)),), r"freeze \['visuals'\], which the model does not"),
+])
+def test_bad_curriculum_stages_are_named(stages, message):
+  config = crn.get_config("tiny")
+  config.train.stages = stages
+  with pytest.raises(ValueError, match=message):
+    train.init_state(config)
