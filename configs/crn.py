@@ -14,9 +14,10 @@ Loss (original `loss_calc/train.py`): weighted L1 on M_0 (weight 1) +
 sum_i f_i L1(M_i) with f = linspace(1, 0, T + 2)[1:-1] normalised (`factor_type
 = 'down'`: 0.5, 0.333, 0.167 for T = 3) + 0.05 x object-consistency
 cross-entropy on M_0's separated spectrogram + 100 x (`:full`; 0 in the CPU
-default, see below) the audio-feature alignment: MSE between `model.alignment`'s projections (the original's
-`Down_channels`: 1x1 conv to 128 + norm + ReLU, linear to 512, N(0, 0.02)
-init) of the classifier's backbone map of log|source| and of log(M_T |mix|)
+default, see below) the audio-feature alignment: MSE between
+`model.alignment`'s projections (the original's `Down_channels`: 1x1 conv to
+128 + norm + ReLU, linear to 512, N(0, 0.02) init) of the classifier's
+backbone map of log|source| and of log(M_T |mix|)
 (`train.loss.alignment_weight`).
 
 Choices (paper/code vs ours):
