@@ -58,7 +58,7 @@ def _separate(graphdef, config_json: str, state, batch):
   outputs = model(train.model_inputs(batch, features["mix_mag"]))
   masks = jax.nn.sigmoid(outputs["mask_logits"])                     # [S, B, N, F, T]
   if config.audio.mask == "binary":
-    masks = (masks > 0.5).astype(masks.dtype)
+    masks = (masks > config.eval.mask_threshold).astype(masks.dtype)
   estimates = audio.masks_to_waveforms(masks, features["mix_spec"], shares.shape[-1],
                                        hop_length=config.audio.hop_length,
                                        align_corners=config.audio.align_corners)

@@ -22,7 +22,7 @@ def _masked_mean(values, valid):
 
 def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
               step_weights: tuple[float, ...], classification_weight: float = 0.0,
-              alignment_weight: float = 0.0):
+              alignment_weight: float = 0.0, weighted: bool = True):
   """Total loss and its parts.
 
   Args:
@@ -35,6 +35,8 @@ def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
     alignment_weight: weight of CRN's feature alignment, the mean squared
       difference between `alignment_features[0]` (true sources) and `[1]` (last
       step), `[2, B, N, D]`, over valid sources (the original: 100).
+    weighted: weigh each bin by `features["weight"]` (SoP's clip(log1p|mix|,
+      1e-3, 10)); False: every bin alike (MTSC).
 
   Returns:
     `(loss, metrics)`, metrics a dict of scalars (`loss`, `mask_loss/step_i`,
@@ -45,7 +47,8 @@ def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
     raise ValueError(f"train.loss.step_weights has {len(step_weights)} entries; the model "
                      f"predicts {logits.shape[0]} steps")
   valid = batch["source_mask"]
-  target, weight = features["target"], features["weight"][:, None]
+  target = features["target"]
+  weight = features["weight"][:, None] if weighted else 1.0
   total, metrics = 0.0, {}
   for i, w in enumerate(step_weights):
     if mask == "binary":

@@ -265,7 +265,7 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
     return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
                             step_weights=tuple(loss_cfg.step_weights),
                             classification_weight=loss_cfg.classification_weight,
-                            alignment_weight=align)
+                            alignment_weight=align, weighted=loss_cfg.weighted)
 
   def train_step(state, batch, key):
     ts = nnx.merge(graphdef, state)

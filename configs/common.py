@@ -91,6 +91,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
   c.train.loss = config_dict.ConfigDict()
   c.train.loss.step_weights = (1.0,)
+  c.train.loss.weighted = True    # mask loss per bin x clip(log1p|mix|, 1e-3, 10) (SoP)
   c.train.loss.classification_weight = 0.0
   c.train.loss.alignment_weight = 0.0  # CRN's feature alignment (needs model.alignment)
   c.train.log_every = {"cpu": 50, "full": 100, "tiny": 1}[size]
@@ -112,6 +113,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.eval.batch_size = {"cpu": 8, "full": 64, "tiny": 4}[size]
   c.eval.list_seed = 0
   c.eval.list_dir = config_dict.placeholder(str)  # None: <data_dir>/eval_lists
+  c.eval.mask_threshold = 0.5     # binary masks: sigmoid > this (SoP 0.5, MTSC 0.55)
   c.eval.metric_backend = "jax"   # or 'mir_eval' (the reference, slow)
   c.eval.after_training = True    # --mode=train ends with the test evaluation
   return c
