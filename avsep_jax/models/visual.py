@@ -25,6 +25,22 @@ HEADS = ("avg_linear", "conv1x1_fc", "conv_max")
 ACTIVATIONS = ("none", "sigmoid", "relu")
 
 
+def build_backbone(backbone: str, *, widths: tuple[int, ...] = (16, 32, 64, 64),
+                   norm: str = "group", norm_groups: int = 8, in_channels: int = 3,
+                   rngs: nnx.Rngs):
+  """`(module, channels, stride)`: an image trunk `[M, H, W, C]` -> `[M, H/s, W/s, channels]`."""
+  if backbone not in BACKBONES:
+    raise ValueError(f"visual backbone={backbone!r}: expected one of {BACKBONES}")
+  if backbone == "convnet":
+    net = layers.ConvNet(in_channels, tuple(widths), norm=norm, norm_groups=norm_groups,
+                         rngs=rngs)
+    return net, net.out_channels, 2**len(widths)
+  from avsep_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  dilated = backbone == "resnet18_dilated"
+  return resnet.ResNet18(in_channels=in_channels, dilated=dilated, rngs=rngs), 512, (
+      16 if dilated else 32)
+
+
 class VisualEncoder(nnx.Module):
   """Images `[B, N, (T,) H, W, 3]` -> vectors `[B, N, out_dim]`."""
 
@@ -51,15 +67,9 @@ class VisualEncoder(nnx.Module):
       if value not in valid:
         raise ValueError(f"visual {name}={value!r}: expected one of {valid}")
     self.head, self.activation = head, activation
-    if backbone == "convnet":
-      self.backbone = layers.ConvNet(in_channels, tuple(widths), norm=norm,
-                                     norm_groups=norm_groups, rngs=rngs)
-      channels, stride = self.backbone.out_channels, 2**len(widths)
-    else:
-      from avsep_jax.models import resnet  # pylint: disable=g-import-not-at-top
-      dilated = backbone == "resnet18_dilated"
-      self.backbone = resnet.ResNet18(in_channels=in_channels, dilated=dilated, rngs=rngs)
-      channels, stride = 512, 16 if dilated else 32
+    self.backbone, channels, stride = build_backbone(
+        backbone, widths=widths, norm=norm, norm_groups=norm_groups, in_channels=in_channels,
+        rngs=rngs)
     # The backbone's map (`feature_map`): CRN's alignment head reads it.
     self.map_channels, self.map_stride = channels, stride
     if head == "avg_linear":
