@@ -9,9 +9,10 @@ from flax import nnx
 from avsep_jax import models
 from configs import coseparation
 from configs import crn
+from configs import mtsc
 from configs import sop
 
-CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn}
+CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc}
 
 
 def _inputs(b, n, bins, frames, crop, num_frames=0):
@@ -29,11 +30,12 @@ def _inputs(b, n, bins, frames, crop, num_frames=0):
 def test_tiny_models_output_shapes(name, num_mix):
   config = CONFIGS[name].get_config("tiny")
   model = models.build_model(config.model, rngs=nnx.Rngs(0))
-  out = model(_inputs(2, num_mix, config.audio.warp_bins, 32, config.dataset.crop_size))
+  out = model(_inputs(2, num_mix, config.audio.warp_bins, 32, config.dataset.crop_size,
+                      config.dataset.num_frames))
   steps = 1 + config.model.get("refine_steps", 0)
   assert out["mask_logits"].shape == (steps, 2, num_mix, config.audio.warp_bins, 32)
   assert np.isfinite(np.asarray(out["mask_logits"])).all()
-  if name != "sop":
+  if name in ("coseparation", "crn"):
     assert out["class_logits"].shape == (2, num_mix, config.dataset.num_classes)
   assert len(config.train.loss.step_weights) == steps
 

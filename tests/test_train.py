@@ -15,10 +15,11 @@ from avsep_jax import evaluate
 from avsep_jax import train
 from configs import coseparation
 from configs import crn
+from configs import mtsc
 from configs import sop
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SYSTEMS = {"sop": sop, "coseparation": coseparation, "crn": crn}
+SYSTEMS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc}
 
 
 def tiny_config(data_dir, system=crn, **train_fields):
@@ -35,10 +36,14 @@ def tiny_config(data_dir, system=crn, **train_fields):
 def synthetic_batch(config, batch_size, seed=0):
   rng = np.random.default_rng(seed)
   n, d = config.dataset.num_mix, config.dataset
-  return {"sources": rng.uniform(-0.5, 0.5, (batch_size, n, d.segment_length)).astype(np.float32),
-          "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)).astype(np.float32),
-          "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
-          "source_mask": np.ones((batch_size, n), bool)}
+  batch = {"sources": rng.uniform(-0.5, 0.5, (batch_size, n, d.segment_length)).astype(np.float32),
+           "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)).astype(np.float32),
+           "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
+           "source_mask": np.ones((batch_size, n), bool)}
+  if d.num_frames:
+    batch["frames"] = rng.normal(size=(batch_size, n, d.num_frames, d.frame_size, d.frame_size,
+                                       3)).astype(np.float32)
+  return batch
 
 
 def run_steps(config, batch, steps, devices=None):
@@ -330,3 +335,26 @@ def test_bad_curriculum_stages_are_named(stages, message):
   config.train.stages = stages
   with pytest.raises(ValueError, match=message):
     train.init_state(config)
+
+
+def test_mtsc_curriculum_freezes_each_stage_s_modules_step_by_step():
+  """Every step, a module is unchanged exactly when its scheduled rate is 0."""
+  config = mtsc.get_config("tiny")
+  batch = synthetic_batch(config, 2)
+  graphdef, state, schedules = train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  key = jax.random.key(0)
+  modules = ("appearance", "motion", "unet", "fusion")
+  frozen_seen = set()
+  for i in range(config.train.steps):
+    new_state, _ = step(state, batch, key)
+    for name in modules:
+      rate = float(schedules.get(name, schedules["default"])(i))
+      same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state["model"][name]),
+                                                      jax.tree.leaves(new_state["model"][name])))
+      assert same == (rate == 0.0), (i, name, rate)
+      if same:
+        frozen_seen.add((i, name))
+    state = new_state
+  assert (0, "motion") in frozen_seen and (1, "appearance") in frozen_seen
+  assert not any(n in ("unet", "fusion") for _, n in frozen_seen)

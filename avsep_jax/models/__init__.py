@@ -16,6 +16,7 @@ from flax import nnx
 
 from avsep_jax.models.coseparation import CoSeparation
 from avsep_jax.models.crn import CRN
+from avsep_jax.models.mtsc import MTSC
 from avsep_jax.models.sop import SoundOfPixels
 from avsep_jax.models.unet import AudioUNet
 from avsep_jax.models.visual import VisualEncoder
@@ -24,6 +25,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "sop": SoundOfPixels,
     "coseparation": CoSeparation,
     "crn": CRN,
+    "mtsc": MTSC,
 }
 
 
@@ -61,5 +63,5 @@ def _plain(value):
   return value
 
 
-__all__ = ["MODELS", "AudioUNet", "CRN", "CoSeparation", "SoundOfPixels", "VisualEncoder",
-           "build_model", "model_class"]
+__all__ = ["MODELS", "AudioUNet", "CRN", "CoSeparation", "MTSC", "SoundOfPixels",
+           "VisualEncoder", "build_model", "model_class"]

@@ -1,0 +1,108 @@
+"""A 3-D ResNet over short frame clips: the motion (content) stream of MTSC.
+
+Layout of Hara et al.'s 3-D ResNets (`generate_model(depth)`, the one MTSC
+loads): a stem conv (7x7x7, stride 1 in time and 2 in space, then 3x3x3 max
+pool of stride 2), stages of basic blocks (3x3x3 convs; ResNet-18/34) or
+bottleneck blocks (1x1x1 -> 3x3x3 -> 1x1x1 x4 channels; ResNet-50), the first
+block of every stage but the first with stride 2 in time and space, and a
+global average pool. `[B, T, H, W, 3]` clips -> `[B, out_channels]` vectors.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from avsep_jax.models import layers
+
+BLOCKS = ("basic", "bottleneck")
+
+
+def conv3d(in_ch: int, out_ch: int, kernel: tuple[int, int, int], *,
+           stride: tuple[int, int, int] = (1, 1, 1), rngs: nnx.Rngs) -> nnx.Conv:
+  """Bias-free 3-D conv with symmetric `k // 2` padding (He-normal weights)."""
+  return nnx.Conv(in_ch, out_ch, kernel, strides=stride,
+                  padding=tuple((k // 2, k // 2) for k in kernel), use_bias=False,
+                  kernel_init=layers.normal_init(None), rngs=rngs)
+
+
+class Block3D(nnx.Module):
+  """A basic or bottleneck residual block; projection shortcut when the shape changes."""
+
+  def __init__(self, in_ch: int, width: int, *, block: str, stride: int, norm: str,
+               norm_groups: int, rngs: nnx.Rngs):
+    s = (stride,) * 3
+    expansion = 4 if block == "bottleneck" else 1
+    self.out_channels = width * expansion
+    if block == "basic":
+      shapes = [(in_ch, width, (3, 3, 3), s), (width, width, (3, 3, 3), (1, 1, 1))]
+    else:
+      shapes = [(in_ch, width, (1, 1, 1), (1, 1, 1)), (width, width, (3, 3, 3), s),
+                (width, self.out_channels, (1, 1, 1), (1, 1, 1))]
+    self.convs = nnx.List([conv3d(a, b, k, stride=st, rngs=rngs) for a, b, k, st in shapes])
+    self.norms = nnx.List([layers.Norm(b, norm, groups=norm_groups, rngs=rngs)
+                           for _, b, _, _ in shapes])
+    if stride != 1 or in_ch != self.out_channels:
+      self.shortcut = conv3d(in_ch, self.out_channels, (1, 1, 1), stride=s, rngs=rngs)
+      self.shortcut_norm = layers.Norm(self.out_channels, norm, groups=norm_groups, rngs=rngs)
+    else:
+      self.shortcut = self.shortcut_norm = None
+
+  def __call__(self, x):
+    skip = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x))
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = norm(conv(x))
+      if i < len(self.convs) - 1:
+        x = jax.nn.relu(x)
+    return jax.nn.relu(x + skip)
+
+
+class ResNet3D(nnx.Module):
+  """3-D ResNet trunk + global average pool: clips `[M, T, H, W, 3]` -> `[M, out_channels]`."""
+
+  def __init__(self, *, block: str = "basic", blocks: tuple[int, ...] = (2, 2, 2, 2),
+               widths: tuple[int, ...] = (64, 128, 256, 512), stem_kernel: int = 7,
+               stem_pool: bool = True, norm: str = "batch", norm_groups: int = 8,
+               in_channels: int = 3, rngs: nnx.Rngs):
+    """Builds the net.
+
+    Args:
+      block: 'basic' (ResNet-18/34) or 'bottleneck' (ResNet-50: blocks
+        (3, 4, 6, 3), 2048 output channels).
+      blocks: blocks per stage.
+      widths: each stage's width (a bottleneck stage outputs 4x).
+      stem_kernel: the stem conv's side (Hara et al.: 7).
+      stem_pool: the 3x3x3 stride-2 max pool after the stem.
+      norm, norm_groups: 'batch' (the original), 'group' or 'none'.
+      in_channels: 3 for RGB.
+    """
+    if block not in BLOCKS:
+      raise ValueError(f"motion block={block!r}: expected one of {BLOCKS}")
+    if len(blocks) != len(widths) or not blocks:
+      raise ValueError(f"motion blocks={blocks} and widths={widths} need one entry per stage")
+    self.stem_pool = stem_pool
+    k = stem_kernel
+    self.stem = conv3d(in_channels, widths[0], (k, k, k), stride=(1, 2, 2), rngs=rngs)
+    self.stem_norm = layers.Norm(widths[0], norm, groups=norm_groups, rngs=rngs)
+    stages, prev = [], widths[0]
+    for i, (count, width) in enumerate(zip(blocks, widths)):
+      stage = []
+      for j in range(count):
+        b = Block3D(prev, width, block=block, stride=2 if i > 0 and j == 0 else 1, norm=norm,
+                    norm_groups=norm_groups, rngs=rngs)
+        stage.append(b)
+        prev = b.out_channels
+      stages.append(nnx.List(stage))
+    self.stages = nnx.List(stages)
+    self.out_channels = prev
+
+  def __call__(self, clips):
+    if clips.ndim != 5:
+      raise ValueError(f"motion input {clips.shape}: expected [M, T, H, W, C] clips")
+    x = jax.nn.relu(self.stem_norm(self.stem(clips)))
+    if self.stem_pool:
+      x = nnx.max_pool(x, (3, 3, 3), strides=(2, 2, 2), padding=((1, 1),) * 3)
+    for stage in self.stages:
+      for b in stage:
+        x = b(x)
+    return x.mean(axis=(1, 2, 3))
