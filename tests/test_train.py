@@ -235,6 +235,21 @@ def test_alignment_loss_is_the_feature_mse_over_valid_sources():
   np.testing.assert_allclose(total, 100 * expected, rtol=1e-6)  # mask term: |sigmoid(0) - 0.5| = 0
 
 
+@pytest.mark.parametrize("weighted", [True, False])
+def test_mask_loss_weights_bins_only_when_weighted(weighted):
+  from avsep_jax import losses  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(1, 2, 2, 4, 6)).astype(np.float32)
+  target = rng.uniform(size=(2, 2, 4, 6)).astype(np.float32)
+  weight = rng.uniform(0.1, 3.0, size=(2, 4, 6)).astype(np.float32)
+  batch = {"labels": np.zeros((2, 2), np.int32), "source_mask": np.ones((2, 2), bool)}
+  total, _ = losses.mask_loss({"mask_logits": logits}, {"target": target, "weight": weight},
+                              batch, mask="ratio", step_weights=(1.0,), weighted=weighted)
+  per_bin = np.abs(1 / (1 + np.exp(-logits[0])) - target)
+  expected = (per_bin * weight[:, None]).mean() if weighted else per_bin.mean()
+  np.testing.assert_allclose(total, expected, rtol=1e-5)
+
+
 def test_alignment_loss_trains_the_head_and_needs_it():
   config = crn.get_config("tiny")
   config.train.loss.alignment_weight = 100.0
