@@ -61,7 +61,7 @@ def get_config(arg: str | None = None):
         unet=common.unet(size, num_levels=6),
         appearance=dict(backbone="resnet18_dilated"),
         motion=dict(size=112, block="bottleneck", blocks=(3, 4, 6, 3),
-                    widths=(64, 128, 256, 512), norm="batch"),
+                    widths=(64, 128, 256, 512), norm="batch", fold_time=False),
         fusion=dict(norm="batch"))
     c.audio.mask = "binary"
     c.train.loss.weighted = False

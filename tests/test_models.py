@@ -196,3 +196,16 @@ def test_crn_alignment_head_checks_its_rows():
   with pytest.raises(ValueError,
                      match="map has 32 rows, the head was built for 16 .*audio.warp_bins"):
     _crn()({**_inputs(1, 2, 128, 16, 32), "source_mag": jnp.ones((1, 2, 128, 16))})
+
+
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 2, 2)])
+def test_folded_3d_conv_equals_the_plain_one(stride):
+  from avsep_jax.models import motion  # pylint: disable=g-import-not-at-top
+  conv = motion.Conv3D(3, 5, (3, 3, 3), stride=stride, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, 5, 12, 10, 3))
+  folded = conv(x)
+  conv.fold_time = False
+  plain = conv(x)
+  assert folded.shape == plain.shape == (2, -(-5 // stride[0]), -(-12 // stride[1]),
+                                         -(-10 // stride[2]), 5)
+  np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-5)
