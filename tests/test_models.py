@@ -209,3 +209,20 @@ def test_folded_3d_conv_equals_the_plain_one(stride):
   assert folded.shape == plain.shape == (2, -(-5 // stride[0]), -(-12 // stride[1]),
                                          -(-10 // stride[2]), 5)
   np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_mtsc_appearance_from_crops_or_frames():
+  config = mtsc.get_config("tiny")
+  inputs = _inputs(2, 2, config.audio.warp_bins, 32, config.dataset.crop_size,
+                   config.dataset.num_frames)
+  outs = {}
+  for source in ("frames", "crops"):
+    model = models.build_model({**config.model.to_dict(), "appearance_input": source},
+                               rngs=nnx.Rngs(0))
+    outs[source] = model(inputs)["mask_logits"]
+    assert outs[source].shape == (1, 2, 2, config.audio.warp_bins, 32)
+  assert not np.allclose(outs["frames"], outs["crops"])
+  with pytest.raises(ValueError, match="appearance_input='boxes'"):
+    models.build_model({**config.model.to_dict(), "appearance_input": "boxes"}, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="MTSC needs frames"):
+    model({k: v for k, v in inputs.items() if k != "frames"})

@@ -92,7 +92,8 @@ class TwoStreamFusion(nnx.Module):
 class MTSC(nnx.Module):
   """MTSC: `{mix_mag, frames}` -> mask logits `[1, B, N, F, T]`."""
 
-  def __init__(self, *, appearance_frames: int = 3, unet: dict | None = None,
+  def __init__(self, *, appearance_frames: int = 3, appearance_input: str = "frames",
+               unet: dict | None = None,
                appearance: dict | None = None, motion: dict | None = None,
                fusion: dict | None = None, rngs: nnx.Rngs):
     """Builds the model.
@@ -100,6 +101,8 @@ class MTSC(nnx.Module):
     Args:
       appearance_frames: frames of each clip (evenly spaced) the appearance
         net sees (the original: 3); the motion net sees all of them.
+      appearance_input: 'frames' (the original) or 'crops' (each source's
+        object crop instead of its frames).
       unet: `AudioUNet` arguments other than the channel counts.
       appearance: `AppearanceNet` arguments (trunk).
       motion: `MotionNet` arguments (`size` and the `ResNet3D` ones).
@@ -107,7 +110,9 @@ class MTSC(nnx.Module):
     """
     if appearance_frames < 1:
       raise ValueError(f"appearance_frames={appearance_frames} must be >= 1")
-    self.appearance_frames = appearance_frames
+    if appearance_input not in ("frames", "crops"):
+      raise ValueError(f"appearance_input={appearance_input!r}: expected 'frames' or 'crops'")
+    self.appearance_frames, self.appearance_input = appearance_frames, appearance_input
     self.unet = unet_lib.AudioUNet(1, 1, **(unet or {}), rngs=rngs)
     channels = self.unet.down[-1].kernel.shape[-1]                     # the bottleneck's
     self.appearance = AppearanceNet(channels, **(appearance or {}), rngs=rngs)
@@ -131,8 +136,11 @@ class MTSC(nnx.Module):
     if clip < self.appearance_frames:
       raise ValueError(f"frames {frames.shape}: {clip} per source, fewer than "
                        f"appearance_frames={self.appearance_frames}")
-    picks = np.linspace(0, clip - 1, self.appearance_frames).round().astype(int)
-    appearance = self.appearance(frames[:, :, picks])                 # [B, N, h, w, C]
+    if self.appearance_input == "crops":
+      appearance = self.appearance(inputs["crops"][:, :, None])       # [B, N, h, w, C]
+    else:
+      picks = np.linspace(0, clip - 1, self.appearance_frames).round().astype(int)
+      appearance = self.appearance(frames[:, :, picks])
     motion = self.motion(frames)                                      # [B, N, C]
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])[..., None]    # [B, F, T, 1]
     # One way down per mixture; the fused bottleneck and the way up per source.
