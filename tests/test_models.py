@@ -97,7 +97,7 @@ def test_crn_refinement_shares_one_net_across_steps():
 
 
 def test_registry_errors_list_valid_names_and_keys():
-  with pytest.raises(ValueError, match=r"valid: \['coseparation', 'crn', 'sop'\]"):
+  with pytest.raises(ValueError, match=r"valid: \['coseparation', 'crn', 'mtsc', 'sop'\]"):
     models.build_model({"name": "sop2"}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"unknown config keys \['width'\].*num_channels"):
     models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))
