@@ -55,7 +55,10 @@ while the audio path grows. Measured alike without the curriculum
 bottleneck instead of added, and with Co-Separation's object-consistency
 classifier added (weight 0.05: test 2-mix SDRi 0.00 dB after 700 steps, the
 estimates half the mixture each). Co-Separation and CRN, whose visual vector
-is stacked on the same U-Net's bottleneck, learn on these data.
+is stacked on the same U-Net's bottleneck, learn on these data; with MTSC's
+motion and pooled appearance vectors stacked there the same way, test 2-mix
+SDRi was -0.07 dB after 350 steps against Co-Separation's 1.97 dB, so the
+visual streams, not the fusion, are where the signal is lost.
 """
 
 from __future__ import annotations
