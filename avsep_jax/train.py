@@ -90,7 +90,7 @@ def stage_schedule(base: float, train: ml_collections.ConfigDict,
 
     def piece(t, start=int(stage["start"]), frozen=frozen, warmup=warmup):
       if frozen:
-        return jnp.zeros_like(base_schedule(t), dtype=jnp.float32)
+        return jnp.zeros_like(t, dtype=jnp.float32)
       rate = base_schedule(t + start)
       return rate * jnp.minimum(t / warmup, 1.0) if warmup else rate
 

@@ -46,6 +46,12 @@ def synthetic_batch(config, batch_size, seed=0):
   return batch
 
 
+def module_changed(before, after, name):
+  """Whether any parameter of top-level module `name` differs between two train states."""
+  return any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["model"][name]),
+                                                      jax.tree.leaves(after["model"][name])))
+
+
 def run_steps(config, batch, steps, devices=None):
   """`steps` train steps on one batch; returns (losses, state)."""
   mesh = train.Mesh(devices)
@@ -169,10 +175,8 @@ def test_module_learning_rates_and_schedule():
   batch = synthetic_batch(config, 2)
   graphdef, before, _ = train.init_state(config)
   _, after = run_steps(config, batch, 2)
-  changed = lambda name: any(
-      not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["model"][name]),
-                                               jax.tree.leaves(after["model"][name])))
-  assert not changed("visual") and changed("unet") and changed("refine")
+  assert not module_changed(before, after, "visual")
+  assert module_changed(before, after, "unet") and module_changed(before, after, "refine")
   schedule = train.learning_rate_schedule(1.0, config.train)
   np.testing.assert_allclose([schedule(s) for s in (0, 1, 2, 3, 4, 5)],
                              [0, 0.5, 1, 1, 0.1, 0.1], atol=1e-7)
@@ -321,15 +325,11 @@ def test_curriculum_stages_freeze_exactly_the_named_modules():
   _, before = train.init_state(config)[:2]
   _, after_stage0 = run_steps(config, batch, 2)
   _, after_stage1 = run_steps(config, batch, 4)
-
-  def changed(a, b, name):
-    return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a["model"][name]),
-                                                        jax.tree.leaves(b["model"][name])))
-
-  assert not changed(before, after_stage0, "visual")
-  assert changed(before, after_stage0, "unet") and changed(before, after_stage0, "refine")
-  assert not changed(after_stage0, after_stage1, "unet")  # step 3 (not 2: ramp starts at 0)
-  assert changed(after_stage0, after_stage1, "visual")
+  assert not module_changed(before, after_stage0, "visual")
+  assert module_changed(before, after_stage0, "unet")
+  assert module_changed(before, after_stage0, "refine")
+  assert not module_changed(after_stage0, after_stage1, "unet")
+  assert module_changed(after_stage0, after_stage1, "visual")  # step 3 (not 2: ramp starts at 0)
   _, schedules = train.make_optimizer(
       nnx.merge(*train.init_state(config)[:2]).model, config.train)
   rates = lambda g: [float(schedules[g](s)) for s in range(7)]
@@ -365,8 +365,7 @@ def test_mtsc_curriculum_freezes_each_stage_s_modules_step_by_step():
     new_state, _ = step(state, batch, key)
     for name in modules:
       rate = float(schedules.get(name, schedules["default"])(i))
-      same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state["model"][name]),
-                                                      jax.tree.leaves(new_state["model"][name])))
+      same = not module_changed(state, new_state, name)
       assert same == (rate == 0.0), (i, name, rate)
       if same:
         frozen_seen.add((i, name))
