@@ -22,8 +22,14 @@ Either way:
   `silent_estimates` (IAL-CMS's convention; SoP skipped them, which flatters);
 - SDR of the unprocessed mixture (as every source's estimate) gives SDRi.
 
-Writes `workdir/eval/<split>_<N>mix.json` (overall `sdr`, `sir`, `sar`,
-`sdr_mixture`, `sdri`, `count`, `skipped`, `silent_estimates`, `per_class`,
+With `eval.duet_split` set, that split's examples (duets: one clip, two
+players, their separate audio kept) are scored too, each duet one mixture of
+its own two sources (its centre segment, or its full clip with 'sliding'),
+each source queried by its own detection box.
+
+Writes `workdir/eval/<split>_<N>mix.json` (e.g. `test_2mix`, `duet_2mix`;
+overall `sdr`, `sir`, `sar`, `sdr_mixture`, `sdri`, `count`, `skipped`,
+`silent_estimates`, `per_class`,
 and `per_step` for models with refinement steps) and a Markdown table beside it.
 """
 
@@ -35,6 +41,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -58,11 +65,24 @@ def _separate(graphdef, config_json: str, state, batch):
   outputs = model(train.model_inputs(batch, features["mix_mag"]))
   masks = jax.nn.sigmoid(outputs["mask_logits"])                     # [S, B, N, F, T]
   if config.audio.mask == "binary":
-    masks = (masks > config.eval.mask_threshold).astype(masks.dtype)
+    masks = binary_masks(masks, batch["source_mask"], config.eval.mask_threshold,
+                         config.eval.mask_argmax)
   estimates = audio.masks_to_waveforms(masks, features["mix_spec"], shares.shape[-1],
                                        hop_length=config.audio.hop_length,
                                        align_corners=config.audio.align_corners)
   return shares, mixture, estimates
+
+
+def binary_masks(masks, source_mask, threshold: float, argmax: bool):
+  """0/1 masks `[S, B, N, F, T]` from mask probabilities: above `threshold`, and
+  with `argmax` only in the bins where the source's mask is the largest of the
+  mixture's valid sources (`source_mask` `[B, N]`; the thesis' duet rule).
+  """
+  keep = masks > threshold
+  if argmax:
+    ranked = jnp.where(source_mask[None, :, :, None, None], masks, -1.0)
+    keep &= ranked == ranked.max(axis=2, keepdims=True)
+  return keep.astype(masks.dtype)
 
 
 def _bss_eval(reference: np.ndarray, estimate: np.ndarray, backend: str):
@@ -145,19 +165,32 @@ def _overlap_average(estimates, starts: list[int], length: int):
 
 
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
-                per_combination: int) -> dict[str, Any]:
+                per_combination: int = 1, duets: bool = False) -> dict[str, Any]:
   """Separates and scores the fixed list of `split`'s `num_mix`-mixtures.
+
+  Args:
+    config: the experiment.
+    model: the separator.
+    mesh: devices.
+    split: the split the mixtures come from.
+    num_mix: sources per mixture.
+    per_combination: mixtures per class combination in the list.
+    duets: instead of the list, each example of `split` is one mixture of its
+      own `num_mix` separate sources (a duet), scored against them.
 
   Returns:
     The summary (see the module docstring) with per-step and per-class parts.
   """
   d, e = config.dataset, config.eval
   source, index = data.open_indexed_split(d.name, split, d.data_dir)
-  path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
-                             segment_length=e.segment_length, per_combination=per_combination,
-                             seed=e.list_seed)
-  specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
-                                 per_combination=per_combination)
+  if duets:
+    specs = data.multi_source_specs(index, e.segment_length)
+  else:
+    path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
+                               segment_length=e.segment_length,
+                               per_combination=per_combination, seed=e.list_seed)
+    specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
+                                   per_combination=per_combination)
   options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
                             frame_size=d.frame_size)
@@ -267,11 +300,14 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
   out_dir.mkdir(parents=True, exist_ok=True)
   results = {}
   split = config.dataset.test_split
-  for num_mix, per_combination in zip(config.eval.num_mix, config.eval.per_combination):
-    result = score_split(config, model, mesh, split=split, num_mix=num_mix,
-                         per_combination=per_combination)
+  runs = [dict(split=split, num_mix=num_mix, per_combination=per_combination)
+          for num_mix, per_combination in zip(config.eval.num_mix, config.eval.per_combination)]
+  if config.eval.duet_split:
+    runs.append(dict(split=config.eval.duet_split, num_mix=2, duets=True))
+  for run in runs:
+    result = score_split(config, model, mesh, **run)
     result["checkpoint_step"] = step
-    name = f"{split}_{num_mix}mix"
+    name = f"{run['split']}_{run['num_mix']}mix"
     if jax.process_index() == 0:
       data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
       (out_dir / f"{name}.md").write_text(markdown(result))

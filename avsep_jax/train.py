@@ -129,6 +129,32 @@ def _top_level_name(path) -> str:
   return str(getattr(key, "key", getattr(key, "name", key)))
 
 
+def every_k_steps(inner: optax.GradientTransformation, k: int,
+                  offset: int = 0) -> optax.GradientTransformation:
+  """Applies `inner` only on updates `offset`, `offset + k`, ...; other updates are zero
+  and leave `inner`'s state (Adam's moments, momentum) untouched (IAL-CMS's
+  separator, updated on every third batch)."""
+  if k == 1:
+    return inner
+
+  def init(params):
+    return inner.init(params), jnp.zeros([], jnp.int32)
+
+  def update(updates, state, params=None):
+    inner_state, count = state
+    new_updates, new_inner = inner.update(updates, inner_state, params)
+    apply = (count - offset) % k == 0
+    new_updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
+    new_inner = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_inner, inner_state)
+    return new_updates, (new_inner, count + 1)
+
+  return optax.GradientTransformation(init, update)
+
+
+# What `train.module_optimizers` may set per module.
+MODULE_OPTIMIZER_KEYS = ("b1", "b2", "weight_decay", "every")
+
+
 def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   """Optax transform with one learning rate per top-level module.
 
@@ -136,6 +162,9 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   'unet', 'classifier', 'refine') to their base rates; other parameters use
   `train.learning_rate`. Each group gets the same schedule shape, L2 weight
   decay added to the gradient (PyTorch's Adam/SGD) and Adam or SGD momentum.
+  `train.module_optimizers` gives a module its own `b1`, `b2`,
+  `weight_decay` and `every` (IAL-CMS's critic); a group is updated every
+  `every` steps (default `train.update_every`), its other steps skipped.
 
   Returns:
     `(tx, schedules)`: the transform and each group's schedule (for logging).
@@ -146,10 +175,18 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
   params = nnx.state(model, nnx.Param)
   names = sorted(params.keys())
   module_rates = dict(train.module_learning_rates)
-  unknown = sorted(set(module_rates) - set(names))
-  if unknown:
-    raise ValueError(f"train.module_learning_rates names {unknown}, which the model does not "
-                     f"have; its top-level modules: {names}")
+  module_optimizers = {k: dict(v) for k, v in dict(train.get("module_optimizers", {})).items()}
+  for what, named in (("module_learning_rates", module_rates),
+                      ("module_optimizers", module_optimizers)):
+    unknown = sorted(set(named) - set(names))
+    if unknown:
+      raise ValueError(f"train.{what} names {unknown}, which the model does not "
+                       f"have; its top-level modules: {names}")
+  for name, settings in module_optimizers.items():
+    unknown = sorted(set(settings) - set(MODULE_OPTIMIZER_KEYS))
+    if unknown:
+      raise ValueError(f"train.module_optimizers.{name} has unknown keys {unknown}; "
+                       f"valid: {list(MODULE_OPTIMIZER_KEYS)}")
   validate_stages(train)
   unknown = sorted(set(stage_groups(train)) - set(names))
   if unknown:
@@ -157,25 +194,33 @@ def make_optimizer(model: nnx.Module, train: ml_collections.ConfigDict):
                      f"top-level modules: {names}")
   if train.optimizer not in ("adam", "sgd"):
     raise ValueError(f"train.optimizer={train.optimizer!r}: expected 'adam' or 'sgd'")
-  module_rates = {**{m: train.learning_rate for m in stage_groups(train)}, **module_rates}
+  module_rates = {**{m: train.learning_rate for m in stage_groups(train)},
+                  **{m: train.learning_rate for m in module_optimizers}, **module_rates}
   rates = {DEFAULT_GROUP: train.learning_rate, **module_rates}
   schedules = {group: stage_schedule(rate, train, group) for group, rate in rates.items()}
+  update_every = int(train.get("update_every", 1))
 
-  def group_tx(schedule):
-    parts = [optax.add_decayed_weights(train.weight_decay)] if train.weight_decay else []
+  def group_tx(group, schedule):
+    settings = module_optimizers.get(group, {})
+    b1, b2 = settings.get("b1", train.b1), settings.get("b2", train.b2)
+    weight_decay = settings.get("weight_decay", train.weight_decay)
+    every = int(settings.get("every", update_every))
+    if every < 1:
+      raise ValueError(f"update interval {every} of {group!r} must be >= 1")
+    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
     if train.optimizer == "adam":
-      parts.append(optax.scale_by_adam(b1=train.b1, b2=train.b2, eps=1e-8))
-    elif train.b1:
-      parts.append(optax.trace(decay=train.b1))
+      parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=1e-8))
+    elif b1:
+      parts.append(optax.trace(decay=b1))
     parts.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*parts)
+    return every_k_steps(optax.chain(*parts), every)
 
   def labels(tree):
     return jax.tree_util.tree_map_with_path(
         lambda path, _: (_top_level_name(path) if _top_level_name(path) in module_rates
                          else DEFAULT_GROUP), tree)
 
-  tx = optax.partition({g: group_tx(s) for g, s in schedules.items()}, labels)
+  tx = optax.partition({g: group_tx(g, s) for g, s in schedules.items()}, labels)
   return tx, schedules
 
 

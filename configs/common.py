@@ -79,6 +79,12 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.learning_rate = 1e-3
   # Per top-level module (e.g. {'visual': 1e-4}); modules not named use learning_rate.
   c.train.module_learning_rates = config_dict.ConfigDict()
+  # Per top-level module: its own b1, b2, weight_decay and update interval
+  # `every` (e.g. IAL-CMS's critic: dict(b1=0.0, b2=0.9, weight_decay=1e-3, every=1)).
+  c.train.module_optimizers = config_dict.ConfigDict()
+  # Update the parameters every this many steps (skipped steps leave the
+  # optimiser state as it was); modules may override it (`every` above).
+  c.train.update_every = 1
   c.train.warmup_steps = 0
   # Learning rate x decay_factor at each of these steps.
   c.train.decay_steps = {"cpu": (1200,), "full": (), "tiny": ()}[size]
@@ -113,7 +119,12 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.eval.batch_size = {"cpu": 8, "full": 64, "tiny": 4}[size]
   c.eval.list_seed = 0
   c.eval.list_dir = config_dict.placeholder(str)  # None: <data_dir>/eval_lists
+  # A split of the dataset whose examples are duets (two players in one clip,
+  # their separate audio kept), scored after the test lists; '': none.
+  c.eval.duet_split = ""
   c.eval.mask_threshold = 0.5     # binary masks: sigmoid > this (SoP 0.5, MTSC 0.55)
+  # Binary masks: each bin only to the source whose mask is the largest there (thesis).
+  c.eval.mask_argmax = False
   c.eval.metric_backend = "jax"   # or 'mir_eval' (the reference, slow)
   c.eval.after_training = True    # --mode=train ends with the test evaluation
   return c

@@ -234,3 +234,36 @@ def test_fixed_composition_puts_each_count_at_its_batch_positions(train_split):
       np.testing.assert_array_equal(next(iterator)["source_mask"].sum(1), counts)
   with pytest.raises(ValueError, match="one count in"):
     data.train_dataset(split, index, options, batch_size=8, seed=0)
+
+
+def test_a_duet_example_reads_as_a_mixture_of_its_own_sources(tiny_data_dir):
+  split, index = data.open_indexed_split("synthetic_music/tiny", "duet", tiny_data_dir)
+  specs = data.multi_source_specs(index, SEGMENT)
+  assert len(specs) == len(split) == 2
+  spec = specs[0]
+  example = split[spec.indices[0]]
+  options = data.MixOptions(num_mix=2, segment_length=SEGMENT, crop_size=32, num_frames=3,
+                            frame_size=48)
+  batch = mixtures.finish(options.read(split, spec))
+  assert batch["sources"].shape == (2, SEGMENT) and batch["frames"].shape == (2, 3, 48, 48, 3)
+  assert list(batch["labels"]) == list(example["labels"]) and batch["source_mask"].all()
+  offset = spec.offsets[0]
+  np.testing.assert_array_equal(
+      batch["sources"] * 32768, np.asarray(example["sources"])[:, offset:offset + SEGMENT])
+  # The duet's own recording is the sum of its sources (to int16 rounding); the
+  # batch's mixture is that sum / 2, as any 2-mixture.
+  audio = np.asarray(example["audio"], np.float32)[offset:offset + SEGMENT] / 32768
+  np.testing.assert_allclose(batch["mixture"] * 2, audio, atol=3 / 32768)
+  # Each player is queried by its own box: crops and frames differ between them.
+  assert np.abs(batch["crops"][0] - batch["crops"][1]).mean() > 0.1
+  assert np.abs(batch["frames"][0] - batch["frames"][1]).mean() > 0.1
+
+
+def test_a_multi_label_example_without_its_sources_is_an_error(train_split):
+  split, _ = train_split
+  example = dict(split[0])
+  example["labels"] = np.array([0, 1])
+  example["sources"] = np.zeros((0, 0), np.int16)
+  with pytest.raises(ValueError, match="2 labels but 0 separate sources"):
+    mixtures.read_mixture([example], data.MixtureSpec((0,), (0,)), segment_length=SEGMENT,
+                          crop_size=32)

@@ -7,12 +7,15 @@ import pytest
 from flax import nnx
 
 from avsep_jax import models
+from avsep_jax.audio import masks as masks_lib
 from configs import coseparation
 from configs import crn
 from configs import mtsc
 from configs import sop
+from configs import sop_binary
 
-CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc}
+CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc,
+           "sop_binary": sop_binary}
 
 
 def _inputs(b, n, bins, frames, crop, num_frames=0):
@@ -35,7 +38,7 @@ def test_tiny_models_output_shapes(name, num_mix):
   steps = 1 + config.model.get("refine_steps", 0)
   assert out["mask_logits"].shape == (steps, 2, num_mix, config.audio.warp_bins, 32)
   assert np.isfinite(np.asarray(out["mask_logits"])).all()
-  if name in ("coseparation", "crn"):
+  if name in ("coseparation", "crn", "sop_binary"):
     assert out["class_logits"].shape == (2, num_mix, config.dataset.num_classes)
   assert len(config.train.loss.step_weights) == steps
 
@@ -97,7 +100,7 @@ def test_crn_refinement_shares_one_net_across_steps():
 
 
 def test_registry_errors_list_valid_names_and_keys():
-  with pytest.raises(ValueError, match=r"valid: \['coseparation', 'crn', 'mtsc', 'sop'\]"):
+  with pytest.raises(ValueError, match=r"valid: \['class_masks', 'coseparation', 'crn', 'mtsc', 'sop'\]"):
     models.build_model({"name": "sop2"}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"unknown config keys \['width'\].*num_channels"):
     models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))
@@ -226,3 +229,20 @@ def test_mtsc_appearance_from_crops_or_frames():
     models.build_model({**config.model.to_dict(), "appearance_input": "boxes"}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="MTSC needs frames"):
     model({k: v for k, v in inputs.items() if k != "frames"})
+
+
+def test_class_masks_mix_class_channels_by_the_classifier_s_probabilities():
+  config = sop_binary.get_config("tiny")
+  model = models.build_model(config.model, rngs=nnx.Rngs(0))
+  inputs = _inputs(2, 2, config.audio.warp_bins, 16, config.dataset.crop_size)
+  out = model(inputs)
+  log_mix = masks_lib.log_magnitude(inputs["mix_mag"])[..., None]
+  class_masks = jax.nn.sigmoid(model.unet(log_mix))                       # [B, F, T, C]
+  probs = jax.nn.softmax(out["class_logits"], axis=-1)
+  want = jnp.einsum("bnc,bftc->bnft", probs, class_masks)
+  np.testing.assert_allclose(jax.nn.sigmoid(out["mask_logits"][0]), want, rtol=1e-4, atol=1e-6)
+  # A classifier sure of class c gives that class's mask.
+  model.visual.out.bias.value = jnp.zeros_like(model.visual.out.bias.value).at[3].set(1e4)
+  out = model(inputs)
+  np.testing.assert_allclose(jax.nn.sigmoid(out["mask_logits"][0, :, 0]), class_masks[..., 3],
+                             rtol=1e-4, atol=1e-5)

@@ -17,9 +17,11 @@ from configs import coseparation
 from configs import crn
 from configs import mtsc
 from configs import sop
+from configs import sop_binary
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SYSTEMS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc}
+SYSTEMS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc,
+           "sop_binary": sop_binary}
 
 
 def tiny_config(data_dir, system=crn, **train_fields):
@@ -182,6 +184,25 @@ def test_module_learning_rates_and_schedule():
                              [0, 0.5, 1, 1, 0.1, 0.1], atol=1e-7)
   config.train.module_learning_rates = {"visuals": 1e-3}
   with pytest.raises(ValueError, match=r"names \['visuals'\].*'visual'"):
+    train.init_state(config)
+
+
+def test_update_intervals_skip_steps_and_module_optimizers_override():
+  """`update_every=3` moves the net on steps 0 and 3 only; a module with `every=1` each step."""
+  config = crn.get_config("tiny")
+  config.train.update_every = 3
+  config.train.module_optimizers = {"visual": dict(every=1, b1=0.0)}
+  batch = synthetic_batch(config, 2)
+  states = [run_steps(config, batch, k)[1] for k in range(5)]
+  states[0] = train.init_state(config)[1]
+  moved = lambda name: [module_changed(a, b, name) for a, b in zip(states, states[1:])]
+  assert moved("unet") == [True, False, False, True]
+  assert moved("visual") == [True] * 4
+  config.train.module_optimizers = {"visual": dict(every=1, beta=0.5)}
+  with pytest.raises(ValueError, match=r"module_optimizers.visual has unknown keys \['beta'\]"):
+    train.init_state(config)
+  config.train.module_optimizers = {"critic": dict(every=1)}
+  with pytest.raises(ValueError, match=r"module_optimizers names \['critic'\]"):
     train.init_state(config)
 
 
@@ -352,14 +373,18 @@ def test_bad_curriculum_stages_are_named(stages, message):
     train.init_state(config)
 
 
-def test_mtsc_curriculum_freezes_each_stage_s_modules_step_by_step():
+@pytest.mark.parametrize("system, first_frozen", [
+    (mtsc, {(0, "motion"), (1, "appearance")}),
+    (sop_binary, {(0, "unet"), (1, "unet")}),     # the visual-net-only pretraining stage
+])
+def test_configured_curriculum_freezes_each_stage_s_modules_step_by_step(system, first_frozen):
   """Every step, a module is unchanged exactly when its scheduled rate is 0."""
-  config = mtsc.get_config("tiny")
+  config = system.get_config("tiny")
   batch = synthetic_batch(config, 2)
   graphdef, state, schedules = train.init_state(config)
   step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
   key = jax.random.key(0)
-  modules = ("appearance", "motion", "unet", "fusion")
+  modules = tuple(state["model"].keys())
   frozen_seen = set()
   for i in range(config.train.steps):
     new_state, _ = step(state, batch, key)
@@ -370,5 +395,29 @@ def test_mtsc_curriculum_freezes_each_stage_s_modules_step_by_step():
       if same:
         frozen_seen.add((i, name))
     state = new_state
-  assert (0, "motion") in frozen_seen and (1, "appearance") in frozen_seen
-  assert not any(n in ("unet", "fusion") for _, n in frozen_seen)
+  assert first_frozen <= frozen_seen, frozen_seen
+  frozen_modules = {n for _, n in frozen_seen}
+  assert frozen_modules == {n for s in config.train.stages for n in s["frozen"]}
+
+
+def test_duet_evaluation_scores_each_duet_against_its_own_sources(tiny_data_dir):
+  config = tiny_config(tiny_data_dir, sop_binary, steps=1)
+  config.eval.duet_split = "duet"
+  graphdef, state, _ = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  result = evaluate.score_split(config, model, train.Mesh(), split="duet", num_mix=2, duets=True)
+  assert result["split"] == "duet" and result["count"] + result["skipped"] == 2
+  assert np.isfinite(result["sdr_mixture"])
+  assert sum(r["count"] for r in result["per_class"].values()) == 2 * result["count"]
+
+
+def test_binary_masks_threshold_and_the_argmax_rule():
+  masks = np.array([[0.9, 0.8, 0.95], [0.7, 0.2, 0.97], [0.2, 0.1, 0.6]])  # [N=3, bins]
+  masks = masks[None, None, :, :, None]                                     # [1, 1, 3, 3, 1]
+  binary = lambda valid, argmax: np.asarray(evaluate.binary_masks(
+      masks, np.array([valid]), 0.65, argmax=argmax))[0, 0, :, :, 0]
+  np.testing.assert_array_equal(binary([True] * 3, False), [[1, 1, 1], [1, 0, 1], [0, 0, 0]])
+  np.testing.assert_array_equal(binary([True] * 3, True), [[1, 1, 0], [0, 0, 1], [0, 0, 0]])
+  # A padded source never wins a bin.
+  np.testing.assert_array_equal(binary([False, True, True], True),
+                                [[0, 0, 0], [1, 0, 1], [0, 0, 0]])

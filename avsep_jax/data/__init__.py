@@ -9,6 +9,7 @@ from avsep_jax.data.pipeline import eval_dataset
 from avsep_jax.data.pipeline import eval_list_path
 from avsep_jax.data.pipeline import eval_mixture_list
 from avsep_jax.data.pipeline import MixOptions
+from avsep_jax.data.pipeline import multi_source_specs
 from avsep_jax.data.pipeline import train_dataset
 from avsep_jax.data.prepare import open_indexed_split
 from avsep_jax.data.prepare import open_split

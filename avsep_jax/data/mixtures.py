@@ -250,27 +250,44 @@ def load_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: i
 def read_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: int,
                  num_frames: int = 0, frame_size: int = 224,
                  sample_rate: int = 11025) -> dict[str, np.ndarray]:
-  """`load_mixture` before scaling: int16 `sources`, uint8 `crops`/`frames`, no `mixture`."""
+  """`load_mixture` before scaling: int16 `sources`, uint8 `crops`/`frames`, no `mixture`.
+
+  An example with several labels and their separate `sources` (a duet) gives
+  all of its sources: its own mixture with true references. Each source's
+  crop is its class's detection box, and, since the frames show every
+  player, each source's frames are its box in each frame.
+  """
   sources, crops, frames, labels = [], [], [], []
   for index, offset in zip(spec.indices, spec.offsets):
     example = source[index]
     what = f"example {index} ({example['video_id']!r})"
-    audio = np.asarray(example["audio"], np.int16)[offset:offset + segment_length]
-    audio = np.pad(audio, (0, segment_length - len(audio)))
-    label = int(example["labels"][0])
+    parts = [(np.asarray(example["audio"], np.int16), int(example["labels"][0]))]
+    if len(example["labels"]) > 1:
+      stems = np.asarray(example["sources"]) if "sources" in example else np.zeros((0, 0))
+      if len(stems) != len(example["labels"]):
+        raise ValueError(f"{what}: {len(example['labels'])} labels but {len(stems)} separate "
+                         "sources; a multi-source example needs one source per label")
+      parts = [(np.asarray(s, np.int16), int(c)) for s, c in zip(stems, example["labels"])]
     fps = float(example["fps"])
     centre_s = (offset + segment_length / 2) / sample_rate
-    crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what))
-    if num_frames:
-      times = (offset + (np.arange(num_frames) + 0.5) * segment_length / num_frames) / sample_rate
-      count = len(example["frames"])
-      if count == 0:
-        raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
-      picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
-      frames.append(np.stack([_resize(_decode(example["frames"][p], f"{what} frame {p}"),
-                                      frame_size) for p in picks]))
-    sources.append(audio)
-    labels.append(label)
+    for audio, label in parts:
+      audio = audio[offset:offset + segment_length]
+      sources.append(np.pad(audio, (0, segment_length - len(audio))))
+      labels.append(label)
+      crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what))
+      if num_frames:
+        times = (offset + (np.arange(num_frames) + 0.5) * segment_length / num_frames
+                 ) / sample_rate
+        count = len(example["frames"])
+        if count == 0:
+          raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
+        picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
+        if len(parts) > 1:
+          frames.append(np.stack([_box_crop(example, label, p, frame_size, what)
+                                  for p in picks]))
+        else:
+          frames.append(np.stack([_resize(_decode(example["frames"][p], f"{what} frame {p}"),
+                                          frame_size) for p in picks]))
   out = {
       "sources": np.stack(sources),
       "crops": np.stack(crops),

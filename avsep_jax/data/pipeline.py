@@ -151,6 +151,13 @@ def eval_mixture_specs(index: mixtures.ClipIndex, num_mix: int, segment_length: 
   return specs
 
 
+def multi_source_specs(index: mixtures.ClipIndex, segment_length: int
+                       ) -> list[mixtures.MixtureSpec]:
+  """Every example of a split as its own mixture (duets): the centre segment of each."""
+  return [mixtures.MixtureSpec((i,), (max(length - segment_length, 0) // 2,))
+          for i, length in enumerate(index.lengths)]
+
+
 def eval_list_path(folder: str | pathlib.Path, dataset: str, split: str, num_mix: int, *,
                    segment_length: int, per_combination: int, seed: int,
                    class_subset: tuple[int, ...] | None = None) -> pathlib.Path:

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from flax import nnx
 
+from avsep_jax.models.class_masks import ClassMaskUNet
 from avsep_jax.models.coseparation import CoSeparation
 from avsep_jax.models.crn import CRN
 from avsep_jax.models.mtsc import MTSC
@@ -26,6 +27,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "coseparation": CoSeparation,
     "crn": CRN,
     "mtsc": MTSC,
+    "class_masks": ClassMaskUNet,
 }
 
 
@@ -63,5 +65,5 @@ def _plain(value):
   return value
 
 
-__all__ = ["MODELS", "AudioUNet", "CRN", "CoSeparation", "MTSC", "SoundOfPixels",
+__all__ = ["MODELS", "AudioUNet", "CRN", "ClassMaskUNet", "CoSeparation", "MTSC", "SoundOfPixels",
            "VisualEncoder", "build_model", "model_class"]
