@@ -63,7 +63,10 @@ def _separate(graphdef, config_json: str, state, batch):
   shares, mixture, features = train.front_end(config, batch["sources"], batch["source_mask"],
                                               with_targets=False)
   outputs = model(train.model_inputs(batch, features["mix_mag"]))
-  masks = jax.nn.sigmoid(outputs["mask_logits"])                     # [S, B, N, F, T]
+  if "masks" in outputs:                                               # IAL-CMS: >= 0
+    masks = outputs["masks"]                                           # [S, B, N, F, T]
+  else:
+    masks = jax.nn.sigmoid(outputs["mask_logits"])
   if config.audio.mask == "binary":
     masks = binary_masks(masks, batch["source_mask"], config.eval.mask_threshold,
                          config.eval.mask_argmax)

@@ -1,6 +1,7 @@
-"""Training losses of the mask-predicting systems (SoP, Co-Separation, CRN).
+"""Training losses: the mask loss (SoP, Co-Separation, CRN, MTSC, the thesis
+variant) and IAL-CMS's losses (`ial_loss`).
 
-One function serves the three: a weighted mask loss on each step's masks
+`mask_loss` serves the mask-predicting systems: a weighted mask loss on each step's masks
 (SoP: weighted BCE on binary masks; Co-Separation/CRN: weighted L1 between
 sigmoid masks and ratio targets), summed with per-step weights (CRN: the base
 step, then its refinement steps), plus the object-consistency cross-entropy
@@ -77,3 +78,184 @@ def mask_loss(outputs: dict, features: dict, batch: dict, *, mask: str,
     total = total + alignment_weight * metrics["alignment_loss"]
   metrics["loss"] = total
   return total, metrics
+
+
+def si_snr(estimate, reference, *, cap_db: float = 30.0, eps: float = 1e-8):
+  """Scale-invariant SNR (dB) `[...]` of waveforms `[..., L]`, soft-capped at `cap_db`.
+
+  Both are made zero-mean; the noise gets a floor of 10^(-cap/10) x the
+  projection's energy (IAL-CMS), so no term exceeds `cap_db`.
+  """
+  estimate = estimate - estimate.mean(-1, keepdims=True)
+  reference = reference - reference.mean(-1, keepdims=True)
+  scale = (estimate * reference).sum(-1, keepdims=True) / (
+      jnp.square(reference).sum(-1, keepdims=True) + eps)
+  projection = scale * reference
+  signal = jnp.square(projection).sum(-1)
+  noise = jnp.square(estimate - projection).sum(-1)
+  return 10.0 * jnp.log10((signal + eps) / (noise + 10.0**(-cap_db / 10.0) * signal + eps))
+
+
+def contrastive_av_loss(audio_embedding, visual_maps, valid, *, temperature: float,
+                        drop_hardest: int):
+  """Symmetric InfoNCE between each source's audio embedding and every source's visual map.
+
+  Args:
+    audio_embedding: `[B, N, D]`, L2-normalised.
+    visual_maps: `[B, N, h, w, D]`, L2-normalised pixels.
+    valid: `[B, N]` sources that take part.
+    temperature: of the softmax (IAL-CMS: 0.3).
+    drop_hardest: the most similar negatives left out of each row and column
+      (false-negative tolerance; IAL-CMS: 6).
+
+  Returns:
+    The mean over valid sources of both directions' cross-entropy.
+  """
+  d = audio_embedding.shape[-1]
+  audio = audio_embedding.reshape(-1, d)                                # [M, D]
+  maps = visual_maps.reshape(audio.shape[0], -1, d)                      # [M, P, D]
+  # sim[i, j]: audio i against the best-matching pixel of picture j.
+  sim = jnp.einsum("id,jpd->ijp", audio, maps).max(-1) / temperature   # [M, M]
+  ok = valid.reshape(-1)
+  eye = jnp.eye(sim.shape[0], dtype=bool)
+
+  def one_direction(s):
+    negatives = ok[None, :] & ~eye & ok[:, None]
+    if drop_hardest and s.shape[0] > 2:
+      k = min(drop_hardest, s.shape[0] - 2)  # at least one negative stays
+      ranked = jnp.where(negatives, s, -jnp.inf)
+      kth = jax.lax.top_k(ranked, k)[0][:, -1:]                          # [M, 1]
+      negatives &= ranked < kth
+    logits = jnp.where(negatives | eye, s, -jnp.inf)
+    ce = -jnp.diagonal(jax.nn.log_softmax(logits, axis=-1))
+    return jnp.where(ok, ce, 0.0).sum() / jnp.maximum(ok.sum(), 1)
+
+  return 0.5 * (one_direction(sim) + one_direction(sim.T))
+
+
+def step_weight(base: float, boundaries: tuple[int, ...], factor: float, step):
+  """`base` x `factor` for every boundary in `boundaries` that `step` has reached."""
+  passed = sum((step >= b).astype(jnp.float32) for b in boundaries) if boundaries else 0.0
+  return base * factor**passed
+
+
+def ial_loss(model, outputs: dict, features: dict, batch: dict, shares, *, step, key,
+             length: int, hop_length: int, align_corners: bool, video_size: int,
+             si_snr_cap: float, avc_weight: float, avc_steps: tuple[int, ...],
+             independence_weight: float, independence_steps: tuple[int, ...],
+             weight_factor: float, temperature: float, drop_hardest: int,
+             hinge_c: float):
+  """IAL-CMS's losses: -SI-SNR, audio-visual contrast, independency critic and its term.
+
+  Args:
+    model: the `IALCMS` model (its critic and memory bank; None critic: no
+      adversarial terms).
+    outputs: the model's `masks`, `audio_embedding`, `visual_maps`.
+    features: `mix_spec` and `mix_mag` of the mixtures.
+    batch: `source_mask` `[B, N]`.
+    shares: each source's waveform in the mixture `[B, N, L]`.
+    step, key: the update's step (loss-weight schedules) and randomness.
+    length, hop_length, align_corners: of the waveforms and the front end.
+    video_size: sources per "video": the separation loss compares the sum of
+      each video's estimates with the video's audio (1: every source on its
+      own, the supervised setting; 2: synthetic duets, the unsupervised one).
+    si_snr_cap: the SI-SNR soft cap (dB).
+    avc_weight, avc_steps: the contrastive weight and the steps where it
+      grows `weight_factor`-fold.
+    independence_weight, independence_steps: likewise the adversarial term's.
+    weight_factor: growth at each of those steps (IAL-CMS: 10).
+    temperature, drop_hardest: of the contrastive loss.
+    hinge_c: the critic's hinge-loss weight C.
+
+  Returns:
+    `(loss, metrics)`: the separator's loss plus the critic's (each reaches
+    only its own parameters: the critic sees separated spectra without their
+    gradient, the separator's term a gradient-free copy of the critic).
+  """
+  masks = outputs["masks"][-1]                                           # [B, N, F, T]
+  valid = batch["source_mask"]
+  b, n = valid.shape
+  if n % video_size:
+    raise ValueError(f"train.loss.video_size={video_size} does not divide the {n} sources")
+  estimates = features_to_waveforms(masks, features["mix_spec"], length, hop_length,
+                                    align_corners)
+  group = lambda x: x.reshape((b, n // video_size, video_size) + x.shape[2:]).sum(2)
+  video_valid = valid.reshape(b, n // video_size, video_size).any(-1)
+  snr = si_snr(group(estimates * valid[..., None]), group(shares * valid[..., None]),
+               cap_db=si_snr_cap)
+  video_valid_f = video_valid.astype(snr.dtype)
+  separation = -(snr * video_valid_f).sum() / jnp.maximum(video_valid_f.sum(), 1.0)
+  metrics = {"si_snr": -separation}
+  total = separation
+  if avc_weight:
+    contrast = contrastive_av_loss(outputs["audio_embedding"], outputs["visual_maps"], valid,
+                                   temperature=temperature, drop_hardest=drop_hardest)
+    weight = step_weight(avc_weight, avc_steps, weight_factor, step)
+    metrics.update(avc_loss=contrast, avc_weight=weight)
+    total = total + weight * contrast
+  if getattr(model, "critic", None) is not None:
+    separated = masks * features["mix_mag"][:, None]                     # [B, N, F, T]
+    critic_loss, generator_term, critic_metrics = independence_terms(
+        model, separated, valid, key, hinge_c=hinge_c)
+    weight = step_weight(independence_weight, independence_steps, weight_factor, step)
+    metrics.update(critic_metrics, independence_weight=weight, critic_loss=critic_loss,
+                   independence_term=generator_term)
+    total = total + weight * generator_term + critic_loss
+  metrics["loss"] = total
+  return total, metrics
+
+
+def features_to_waveforms(masks, mix_spec, length, hop_length, align_corners):
+  """Masks `[B, N, F', T]` -> waveforms `[B, N, L]` (mixture phase; see `audio`)."""
+  from avsep_jax import audio  # pylint: disable=g-import-not-at-top
+  return audio.masks_to_waveforms(masks, mix_spec, length, hop_length=hop_length,
+                                  align_corners=align_corners)
+
+
+def independence_terms(model, separated, valid, key, *, hinge_c: float):
+  """The critic's hinge loss and the separator's adversarial term; updates the bank.
+
+  Dependent pairs: each source with the next source of its mixture; independent
+  pairs: each source with a random memory-bank entry (earlier steps'
+  separated sources). The bank then takes this step's sources.
+
+  Returns:
+    `(critic_loss, generator_term, metrics)`.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  b, n = valid.shape
+  flat = separated.reshape((b * n,) + separated.shape[2:])
+  partner = jnp.roll(separated, -1, axis=1).reshape(flat.shape)
+  dep_valid = (valid & jnp.roll(valid, -1, axis=1)).reshape(-1)
+  ok = valid.reshape(-1)
+  bank, count = model.bank[...], model.bank_count[...]
+  if bank.shape[1:] != flat.shape[1:]:
+    raise ValueError(f"model.bank_shape={tuple(bank.shape[1:])} but the separated spectra are "
+                     f"{tuple(flat.shape[1:])} (audio.warp_bins x frames)")
+  filled = jnp.clip(count, 1, bank.shape[0])
+  drawn = bank[jax.random.randint(key, (flat.shape[0],), 0, filled)]
+  ind_valid = ok & (count > 0)
+
+  def mean(x, where):
+    w = where.astype(x.dtype)
+    return (x * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+  # The critic's loss: its own parameters, the separated spectra held fixed.
+  fixed = jax.lax.stop_gradient(flat)
+  s_ind = model.critic(fixed, drawn)
+  s_dep = model.critic(fixed, jax.lax.stop_gradient(partner))
+  critic_loss = model.critic.weight_norm2() + hinge_c * (
+      mean(jax.nn.relu(1.0 - s_ind), ind_valid) + mean(jax.nn.relu(1.0 + s_dep), dep_valid))
+  # The separator's term: through a gradient-free copy of the critic.
+  graphdef, state = nnx.split(model.critic)
+  frozen = nnx.merge(graphdef, jax.lax.stop_gradient(state))
+  g_ind = frozen(flat, drawn)
+  g_dep = frozen(flat, partner)
+  generator_term = mean(g_ind, ind_valid) - mean(g_dep, dep_valid)
+  # Write this step's valid sources into the ring buffer.
+  slots = (count + jnp.cumsum(ok) - 1) % bank.shape[0]
+  slots = jnp.where(ok, slots, bank.shape[0])                            # invalid: dropped
+  model.bank[...] = bank.at[slots].set(fixed, mode="drop")
+  model.bank_count[...] = count + ok.sum()
+  return critic_loss, generator_term, {"critic_independent": mean(s_ind, ind_valid),
+                                       "critic_dependent": mean(s_dep, dep_valid)}

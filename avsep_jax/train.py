@@ -252,6 +252,9 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
   return shares, mixture, features
 
 
+# Training losses (`train.loss.name`): `losses.mask_loss` and `losses.ial_loss`.
+LOSSES = ("mask", "ial")
+
 # What evaluation scores (`evaluate`): centre segments or full clips by sliding window.
 EVAL_WINDOWS = ("centre", "sliding")
 
@@ -298,15 +301,26 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
   volume_range = tuple(config.train.volume_range)
   groups = source_count_groups(config)
 
-  def batch_loss(model, batch, rng):
+  def batch_loss(model, batch, rng, step):
     sources = batch["sources"]
+    gain_key, loss_key = jax.random.split(rng)
     if volume_range:  # SoP's training gain per source, then clipped as audio
-      gain = jax.random.uniform(rng, sources.shape[:2] + (1,), sources.dtype, *volume_range)
+      gain = jax.random.uniform(gain_key, sources.shape[:2] + (1,), sources.dtype,
+                                *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
-    _, _, features = front_end(config, sources, batch["source_mask"])
+    shares, _, features = front_end(config, sources, batch["source_mask"])
     align = loss_cfg.alignment_weight
     outputs = model(model_inputs(batch, features["mix_mag"],
                                  features["source_mag"] if align else None))
+    if loss_cfg.name == "ial":
+      a, ial = config.audio, loss_cfg.ial
+      return losses.ial_loss(
+          model, outputs, features, batch, shares, step=step, key=loss_key,
+          length=sources.shape[-1], hop_length=a.hop_length, align_corners=a.align_corners,
+          video_size=ial.video_size, si_snr_cap=ial.si_snr_cap, avc_weight=ial.avc_weight,
+          avc_steps=tuple(ial.avc_steps), independence_weight=ial.independence_weight,
+          independence_steps=tuple(ial.independence_steps), weight_factor=ial.weight_factor,
+          temperature=ial.temperature, drop_hardest=ial.drop_hardest, hinge_c=ial.hinge_c)
     return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
                             step_weights=tuple(loss_cfg.step_weights),
                             classification_weight=loss_cfg.classification_weight,
@@ -319,12 +333,12 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
 
     def loss_fn(model):
       if not groups:
-        return batch_loss(model, batch, rng)
+        return batch_loss(model, batch, rng, step)
       num_valid = jnp.maximum(batch["source_mask"].sum(), 1).astype(jnp.float32)
       loss, metrics = 0.0, {}
       for i, (count, rows) in enumerate(groups):
         part = _select_rows(batch, rows, count)
-        part_loss, part_metrics = batch_loss(model, part, jax.random.fold_in(rng, i))
+        part_loss, part_metrics = batch_loss(model, part, jax.random.fold_in(rng, i), step)
         share = part["source_mask"].sum() / num_valid
         loss = loss + share * part_loss
         metrics = {k: metrics.get(k, 0.0) + share * v for k, v in part_metrics.items()}
@@ -398,6 +412,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if len(config.eval.per_combination) != len(config.eval.num_mix):
     raise ValueError(f"eval.per_combination={config.eval.per_combination} needs one entry per "
                      f"eval.num_mix={config.eval.num_mix}")
+  if t.loss.name not in LOSSES:
+    raise ValueError(f"train.loss.name={t.loss.name!r}: expected one of {LOSSES}")
+  if t.loss.name == "ial":
+    if "ial" not in t.loss:
+      raise ValueError("train.loss.name='ial' needs the train.loss.ial section "
+                       "(see configs/ial_cms.py)")
+    if d.num_mix % t.loss.ial.video_size or d.min_mix:
+      raise ValueError(f"train.loss.ial.video_size={t.loss.ial.video_size} must divide "
+                       f"dataset.num_mix={d.num_mix} (and dataset.min_mix must be 0)")
   if t.loss.alignment_weight and not config.model.get("alignment"):
     raise ValueError(f"train.loss.alignment_weight={t.loss.alignment_weight} needs "
                      "model.alignment (CRN's alignment head)")

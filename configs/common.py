@@ -96,6 +96,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.stages = ()
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
   c.train.loss = config_dict.ConfigDict()
+  c.train.loss.name = "mask"      # 'mask' (losses.mask_loss) or 'ial' (losses.ial_loss)
   c.train.loss.step_weights = (1.0,)
   c.train.loss.weighted = True    # mask loss per bin x clip(log1p|mix|, 1e-3, 10) (SoP)
   c.train.loss.classification_weight = 0.0

@@ -100,7 +100,8 @@ def test_crn_refinement_shares_one_net_across_steps():
 
 
 def test_registry_errors_list_valid_names_and_keys():
-  with pytest.raises(ValueError, match=r"valid: \['class_masks', 'coseparation', 'crn', 'mtsc', 'sop'\]"):
+  with pytest.raises(ValueError, match=r"valid: \['class_masks', 'coseparation', 'crn', "
+                                       r"'ial_cms', 'mtsc', 'sop'\]"):
     models.build_model({"name": "sop2"}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"unknown config keys \['width'\].*num_channels"):
     models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))

@@ -17,6 +17,7 @@ from flax import nnx
 from avsep_jax.models.class_masks import ClassMaskUNet
 from avsep_jax.models.coseparation import CoSeparation
 from avsep_jax.models.crn import CRN
+from avsep_jax.models.ial_cms import IALCMS
 from avsep_jax.models.mtsc import MTSC
 from avsep_jax.models.sop import SoundOfPixels
 from avsep_jax.models.unet import AudioUNet
@@ -28,6 +29,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "crn": CRN,
     "mtsc": MTSC,
     "class_masks": ClassMaskUNet,
+    "ial_cms": IALCMS,
 }
 
 
@@ -65,5 +67,5 @@ def _plain(value):
   return value
 
 
-__all__ = ["MODELS", "AudioUNet", "CRN", "ClassMaskUNet", "CoSeparation", "MTSC", "SoundOfPixels",
-           "VisualEncoder", "build_model", "model_class"]
+__all__ = ["MODELS", "AudioUNet", "CRN", "ClassMaskUNet", "CoSeparation", "IALCMS", "MTSC",
+           "SoundOfPixels", "VisualEncoder", "build_model", "model_class"]

@@ -42,7 +42,7 @@ class Norm(nnx.Module):
   def __init__(self, channels: int, kind: str, *, groups: int = 8, rngs: nnx.Rngs):
     if kind not in NORMS:
       raise ValueError(f"norm={kind!r}: expected one of {NORMS}")
-    self.kind = kind
+    self.kind, self.channels = kind, channels
     if kind == "batch":
       self.layer = nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, scale_init=_scale_init,
                                  rngs=rngs)

@@ -106,8 +106,20 @@ class AudioUNet(nnx.Module):
       skips.append(h)
     return skips
 
-  def decode(self, skips: list, cond=None):
-    """The way up from `encode`'s features (leading axes `[B]`), with `cond` `[B, cond_dim]`."""
+  def up_channels(self) -> list[int]:
+    """Channels of each level's up-conv output, outermost first (`decode`'s `film` sizes)."""
+    return [norm.channels for norm in self.up_norms]
+
+  def decode(self, skips: list, cond=None, film=None):
+    """The way up from `encode`'s features (leading axes `[B]`).
+
+    Args:
+      skips: `encode`'s features.
+      cond: `[B, cond_dim]`, tiled at the bottleneck (nets built with `cond_dim`).
+      film: per level (outermost first) None or `(gamma, beta)` `[B, C_level]`:
+        the level's normalised up-conv output becomes `h * (1 + gamma) + beta`
+        (AdaIN-style dense conditioning, IAL-CMS; sizes from `up_channels`).
+    """
     if (cond is None) != (self.cond_dim == 0):
       raise ValueError(f"U-Net built with cond_dim={self.cond_dim} but called with "
                        f"cond={'None' if cond is None else cond.shape}")
@@ -120,6 +132,9 @@ class AudioUNet(nnx.Module):
       if self.upsample != "transpose":
         h = layers.upsample2x(h, self.upsample)
       h = self.up_norms[i](self.up[i](h))
+      if film is not None and film[i] is not None:
+        gamma, beta = film[i]
+        h = h * (1 + gamma[:, None, None, :]) + beta[:, None, None, :]
       if i > 0:
         h = jnp.concatenate([skips[i - 1], h], axis=-1)
     return h
