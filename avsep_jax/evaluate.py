@@ -189,11 +189,13 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   if duets:
     specs = data.multi_source_specs(index, e.segment_length)
   else:
+    subset = tuple(e.class_subset) or None
     path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
                                segment_length=e.segment_length,
-                               per_combination=per_combination, seed=e.list_seed)
+                               per_combination=per_combination, seed=e.list_seed,
+                               class_subset=subset)
     specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
-                                   per_combination=per_combination)
+                                   per_combination=per_combination, class_subset=subset)
   options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
                             frame_size=d.frame_size)

@@ -1,5 +1,5 @@
 """Training losses: the mask loss (SoP, Co-Separation, CRN, MTSC, the thesis
-variant) and IAL-CMS's losses (`ial_loss`).
+variant), IAL-CMS's losses (`ial_loss`) and SeCo's (`seco_loss`).
 
 `mask_loss` serves the mask-predicting systems: a weighted mask loss on each step's masks
 (SoP: weighted BCE on binary masks; Co-Separation/CRN: weighted L1 between
@@ -259,3 +259,53 @@ def independence_terms(model, separated, valid, key, *, hinge_c: float):
   model.bank_count[...] = count + ok.sum()
   return critic_loss, generator_term, {"critic_independent": mean(s_ind, ind_valid),
                                        "critic_dependent": mean(s_dep, dep_valid)}
+
+
+def seco_loss(model, outputs: dict, features: dict, batch: dict, *, mask: str,
+              weighted: bool, inter_weight: float, temperature: float, sum_weight: float,
+              remix_weight: float):
+  """SeCo's losses (our interpretation; see configs/seco.py): the mask loss plus
+  inter-modal and intra-modal consistency.
+
+  - inter-modal: symmetric InfoNCE between each separated source's audio
+    embedding and the visual embeddings of every source in the batch (the
+    correspondence, not the category, is learnt);
+  - sum: the sources' masks add up to one (weighted L1 of `sum_n m_n - 1`);
+  - re-mix: the separated sources of different mixtures, mixed anew (source
+    n of mixture b + n), are separated again with their crops and must give
+    the same spectrograms (ratio targets from the first pass, held fixed).
+
+  Returns:
+    `(loss, metrics)` as `mask_loss`, with `inter_loss`, `sum_loss`, `remix_loss`.
+  """
+  total, metrics = mask_loss(outputs, features, batch, mask=mask, step_weights=(1.0,),
+                             weighted=weighted)
+  valid = batch["source_mask"]
+  masks = jax.nn.sigmoid(outputs["mask_logits"][-1])                  # [B, N, F, T]
+  weight = features["weight"] if weighted else jnp.ones_like(features["weight"])
+  if inter_weight:
+    visual = outputs["visual_embedding"][:, :, None, None, :]           # one "pixel" each
+    metrics["inter_loss"] = contrastive_av_loss(outputs["audio_embedding"], visual, valid,
+                                                temperature=temperature, drop_hardest=0)
+    total = total + inter_weight * metrics["inter_loss"]
+  if sum_weight:
+    summed = (masks * valid[..., None, None]).sum(1)                   # [B, F, T]
+    metrics["sum_loss"] = jnp.mean(weight * jnp.abs(summed - 1.0))
+    total = total + sum_weight * metrics["sum_loss"]
+  if remix_weight:
+    from avsep_jax.audio import masks as masks_lib  # pylint: disable=g-import-not-at-top
+    mix_mag = features["mix_mag"]
+    separated = masks * mix_mag[:, None] * valid[..., None, None]     # [B, N, F, T]
+    n = valid.shape[1]
+    shift = lambda x: jnp.stack([jnp.roll(x[:, k], -k, axis=0) for k in range(n)], axis=1)
+    sources, crops, remix_valid = shift(separated), shift(batch["crops"]), shift(valid)
+    remixed = sources.sum(1)                                            # [B, F, T]
+    _, logits = model.separate(remixed, crops)
+    target = jax.lax.stop_gradient(masks_lib.ratio_mask(sources, remixed[:, None], 1.0))
+    per_bin = jnp.abs(jax.nn.sigmoid(logits) - target)
+    if weighted:
+      per_bin = per_bin * masks_lib.loss_weight(remixed)[:, None]
+    metrics["remix_loss"] = _masked_mean(per_bin, remix_valid)
+    total = total + remix_weight * metrics["remix_loss"]
+  metrics["loss"] = total
+  return total, metrics

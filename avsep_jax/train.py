@@ -23,6 +23,7 @@ runs `config.train.steps` steps of one `jax.jit`-compiled step:
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -252,8 +253,8 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
   return shares, mixture, features
 
 
-# Training losses (`train.loss.name`): `losses.mask_loss` and `losses.ial_loss`.
-LOSSES = ("mask", "ial")
+# Training losses (`train.loss.name`): `losses.mask_loss`, `ial_loss` and `seco_loss`.
+LOSSES = ("mask", "ial", "seco")
 
 # What evaluation scores (`evaluate`): centre segments or full clips by sliding window.
 EVAL_WINDOWS = ("centre", "sliding")
@@ -321,6 +322,12 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
           avc_steps=tuple(ial.avc_steps), independence_weight=ial.independence_weight,
           independence_steps=tuple(ial.independence_steps), weight_factor=ial.weight_factor,
           temperature=ial.temperature, drop_hardest=ial.drop_hardest, hinge_c=ial.hinge_c)
+    if loss_cfg.name == "seco":
+      seco = loss_cfg.seco
+      return losses.seco_loss(model, outputs, features, batch, mask=config.audio.mask,
+                              weighted=loss_cfg.weighted, inter_weight=seco.inter_weight,
+                              temperature=seco.temperature, sum_weight=seco.sum_weight,
+                              remix_weight=seco.remix_weight)
     return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
                             step_weights=tuple(loss_cfg.step_weights),
                             classification_weight=loss_cfg.classification_weight,
@@ -414,6 +421,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"eval.num_mix={config.eval.num_mix}")
   if t.loss.name not in LOSSES:
     raise ValueError(f"train.loss.name={t.loss.name!r}: expected one of {LOSSES}")
+  if t.loss.name == "seco" and "seco" not in t.loss:
+    raise ValueError("train.loss.name='seco' needs the train.loss.seco section "
+                     "(see configs/seco.py)")
   if t.loss.name == "ial":
     if "ial" not in t.loss:
       raise ValueError("train.loss.name='ial' needs the train.loss.ial section "
@@ -446,6 +456,13 @@ def train_iterator(config: ml_collections.ConfigDict):
   if num_classes > d.num_classes:
     raise ValueError(f"dataset {d.name!r} has class id {num_classes - 1}, but "
                      f"dataset.num_classes={d.num_classes}")
+  if d.train_classes:
+    missing = sorted(set(d.train_classes) - set(index.labels))
+    if missing or len(set(d.train_classes)) < d.num_mix:
+      raise ValueError(f"dataset.train_classes={tuple(d.train_classes)}: classes {missing} have "
+                       f"no clip in {d.train_split!r}, or fewer than dataset.num_mix="
+                       f"{d.num_mix} classes are left")
+    index = dataclasses.replace(index, allowed=tuple(d.train_classes))
   local_batch = config.train.batch_size // jax.process_count()
   counts = (data.batch_source_counts(d.min_mix, d.num_mix, local_batch)
             if d.fixed_composition else None)

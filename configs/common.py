@@ -46,6 +46,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.dataset.test_split = "test"
   c.dataset.num_classes = {"cpu": 13, "full": 21, "tiny": 13}[size]
   c.dataset.num_mix = 2
+  c.dataset.train_classes = ()    # class ids training mixtures use; (): all (SeCo: its fold's)
   c.dataset.min_mix = 0           # >0: each training mixture has U{min_mix..num_mix} sources
   # With min_mix: every batch holds each count in [min_mix, num_mix] in equal
   # shares at fixed positions instead of random counts, and the train step runs
@@ -119,6 +120,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.eval.window_hop = c.eval.get_ref("segment_length")
   c.eval.batch_size = {"cpu": 8, "full": 64, "tiny": 4}[size]
   c.eval.list_seed = 0
+  c.eval.class_subset = ()        # classes of the validation/test lists; (): all (SeCo: held out)
   c.eval.list_dir = config_dict.placeholder(str)  # None: <data_dir>/eval_lists
   # A split of the dataset whose examples are duets (two players in one clip,
   # their separate audio kept), scored after the test lists; '': none.

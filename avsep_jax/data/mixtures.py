@@ -50,17 +50,20 @@ class ClipIndex:
     labels: the (first) class id of each example.
     lengths: audio samples of each example.
     video_ids: each example's id (names mixtures in evaluation lists).
+    allowed: the classes mixtures may use (None: all; SeCo's training classes).
   """
   labels: tuple[int, ...]
   lengths: tuple[int, ...]
   video_ids: tuple[str, ...]
+  allowed: tuple[int, ...] | None = None
 
   @functools.cached_property
   def by_class(self) -> dict[int, list[int]]:
-    """Example indices of each class (built once: training draws from it per mixture)."""
+    """Example indices of each (allowed) class (built once: training draws from it)."""
     out: dict[int, list[int]] = {}
     for i, label in enumerate(self.labels):
-      out.setdefault(label, []).append(i)
+      if self.allowed is None or label in self.allowed:
+        out.setdefault(label, []).append(i)
     return out
 
 

@@ -19,6 +19,7 @@ from avsep_jax.models.coseparation import CoSeparation
 from avsep_jax.models.crn import CRN
 from avsep_jax.models.ial_cms import IALCMS
 from avsep_jax.models.mtsc import MTSC
+from avsep_jax.models.seco import SeCo
 from avsep_jax.models.sop import SoundOfPixels
 from avsep_jax.models.unet import AudioUNet
 from avsep_jax.models.visual import VisualEncoder
@@ -30,6 +31,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "mtsc": MTSC,
     "class_masks": ClassMaskUNet,
     "ial_cms": IALCMS,
+    "seco": SeCo,
 }
 
 
@@ -68,4 +70,4 @@ def _plain(value):
 
 
 __all__ = ["MODELS", "AudioUNet", "CRN", "ClassMaskUNet", "CoSeparation", "IALCMS", "MTSC",
-           "SoundOfPixels", "VisualEncoder", "build_model", "model_class"]
+           "SeCo", "SoundOfPixels", "VisualEncoder", "build_model", "model_class"]
