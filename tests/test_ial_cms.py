@@ -139,3 +139,22 @@ def test_config_arguments_and_errors():
   config.train.loss.ial.video_size = 3
   with pytest.raises(ValueError, match="video_size=3 must divide dataset.num_mix=4"):
     train.validate_config(config)
+
+
+@pytest.mark.parametrize("arg", ["cpu", "full", "full,supervised"])
+def test_config_sized_models_trace(arg):
+  """The CPU default and paper-sized models, shapes traced without running them."""
+  config = ial_cms.get_config(arg)
+  d = config.dataset
+  frames = d.segment_length // config.audio.hop_length + 1
+  assert tuple(config.model.bank_shape) == (config.audio.warp_bins, frames)
+  model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
+  query = ({"frames": jax.ShapeDtypeStruct((2, d.num_mix, 1, d.crop_size, d.crop_size, 3),
+                                           jnp.float32)}
+           if config.model.visual_input == "frames" else
+           {"crops": jax.ShapeDtypeStruct((2, d.num_mix, d.crop_size, d.crop_size, 3),
+                                          jnp.float32)})
+  inputs = {"mix_mag": jax.ShapeDtypeStruct((2, config.audio.warp_bins, frames), jnp.float32),
+            **query}
+  out = nnx.eval_shape(lambda m, x: m(x), model, inputs)
+  assert out["masks"].shape == (1, 2, d.num_mix, config.audio.warp_bins, frames)

@@ -12,10 +12,11 @@ from configs import coseparation
 from configs import crn
 from configs import mtsc
 from configs import sop
+from configs import seco
 from configs import sop_binary
 
 CONFIGS = {"sop": sop, "coseparation": coseparation, "crn": crn, "mtsc": mtsc,
-           "sop_binary": sop_binary}
+           "sop_binary": sop_binary, "seco": seco}
 
 
 def _inputs(b, n, bins, frames, crop, num_frames=0):
@@ -101,7 +102,7 @@ def test_crn_refinement_shares_one_net_across_steps():
 
 def test_registry_errors_list_valid_names_and_keys():
   with pytest.raises(ValueError, match=r"valid: \['class_masks', 'coseparation', 'crn', "
-                                       r"'ial_cms', 'mtsc', 'sop'\]"):
+                                       r"'ial_cms', 'mtsc', 'seco', 'sop'\]"):
     models.build_model({"name": "sop2"}, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"unknown config keys \['width'\].*num_channels"):
     models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))
