@@ -1,14 +1,13 @@
 """MTSC (Modeling Two-Stream Correspondence): appearance/timbre and motion/content streams.
 
 Each source's frames feed two visual streams: the appearance net (a 2-D trunk
-on a few frames, sigmoid, a per-pixel linear to the U-Net's bottleneck width,
+on a few frames, optionally a sigmoid, a per-pixel linear to the U-Net's bottleneck width,
 mean over frames: a `[h, w, C]` map) and the motion net (a 3-D ResNet on the
-whole frame clip, linear to C). At the audio U-Net's bottleneck two streams
-run side by side (`TwoStreamFusion`): the content stream adds the motion
-vector, the timbre stream adds the appearance map pooled by motion-guided
-attention (`sigmoid(a * <motion, appearance pixel> / sqrt(C) + b)` weights the
-pixels, then a max over them); the streams are merged by a 1x1 conv and the
-U-Net decodes one mask per source.
+whole frame clip, linear to C). `TwoStreamFusion` pools the appearance map by
+motion-guided attention (`sigmoid(a * <motion, appearance pixel> / sqrt(C) +
+b)` weights the pixels, then a max over them); the motion (content) vector and
+the pooled appearance (timbre) vector are tiled over the audio U-Net's
+bottleneck beside its features, and the U-Net decodes one mask per source.
 
 Top-level modules (what `train.stages` freezes): `unet`, `appearance`,
 `motion`, `fusion`.
@@ -33,14 +32,21 @@ class AppearanceNet(nnx.Module):
 
   def __init__(self, dim: int, *, backbone: str = "convnet",
                widths: tuple[int, ...] = (16, 32, 64, 64), norm: str = "group",
-               norm_groups: int = 8, rngs: nnx.Rngs):
+               norm_groups: int = 8, activation: str = "none", rngs: nnx.Rngs):
+    """`activation`: on the trunk's map, 'sigmoid' (the original, on a frozen
+    ImageNet trunk) or 'none'."""
+    if activation not in ("none", "sigmoid"):
+      raise ValueError(f"appearance activation={activation!r}: expected 'none' or 'sigmoid'")
+    self.activation = activation
     self.trunk, channels, _ = visual_lib.build_backbone(
         backbone, widths=widths, norm=norm, norm_groups=norm_groups, rngs=rngs)
     self.proj = nnx.Linear(channels, dim, rngs=rngs)
 
   def __call__(self, frames):
     lead = frames.shape[:3]
-    maps = jax.nn.sigmoid(self.trunk(frames.reshape((-1,) + frames.shape[3:])))
+    maps = self.trunk(frames.reshape((-1,) + frames.shape[3:]))
+    if self.activation == "sigmoid":
+      maps = jax.nn.sigmoid(maps)
     maps = self.proj(maps)                                            # [B*N*T, h, w, dim]
     return maps.reshape(lead + maps.shape[1:]).mean(axis=2)
 
@@ -62,18 +68,13 @@ class MotionNet(nnx.Module):
 
 
 class TwoStreamFusion(nnx.Module):
-  """The bottleneck's content (motion) and timbre (appearance) streams, merged."""
+  """The two streams' vectors for the U-Net's bottleneck: motion, and appearance pooled by it."""
 
-  def __init__(self, channels: int, *, norm: str = "group", norm_groups: int = 8,
-               rngs: nnx.Rngs):
+  def __init__(self, *, rngs: nnx.Rngs):
+    del rngs  # no random parameters
     # The original's 1x1 conv on the one-channel correspondence map: a scale and a bias.
     self.attention_scale = nnx.Param(jnp.ones((), jnp.float32))
     self.attention_bias = nnx.Param(jnp.zeros((), jnp.float32))
-    self.content = layers.conv(channels, channels, 3, use_bias=False, rngs=rngs)
-    self.content_norm = layers.Norm(channels, norm, groups=norm_groups, rngs=rngs)
-    self.timbre = layers.conv(channels, channels, 3, use_bias=False, rngs=rngs)
-    self.timbre_norm = layers.Norm(channels, norm, groups=norm_groups, rngs=rngs)
-    self.merge = layers.conv(2 * channels, channels, 1, rngs=rngs)
 
   def attention_pool(self, appearance, motion):
     """Appearance maps `[M, h, w, C]` pooled by correspondence with `motion` `[M, C]`."""
@@ -81,12 +82,9 @@ class TwoStreamFusion(nnx.Module):
     weights = jax.nn.sigmoid(self.attention_scale[...] * score + self.attention_bias[...])
     return (weights[..., None] * appearance).max(axis=(1, 2))         # [M, C]
 
-  def __call__(self, bottleneck, appearance, motion):
-    """Bottleneck `[M, f, t, C]`, appearance `[M, h, w, C]`, motion `[M, C]` -> `[M, f, t, C]`."""
-    timbre_vec = self.attention_pool(appearance, motion)
-    content = jax.nn.relu(self.content_norm(self.content(bottleneck + motion[:, None, None])))
-    timbre = jax.nn.relu(self.timbre_norm(self.timbre(bottleneck + timbre_vec[:, None, None])))
-    return self.merge(jnp.concatenate([content, timbre], axis=-1))
+  def __call__(self, appearance, motion):
+    """Appearance `[M, h, w, C]`, motion `[M, C]` -> the bottleneck's condition `[M, 2C]`."""
+    return jnp.concatenate([motion, self.attention_pool(appearance, motion)], axis=-1)
 
 
 class MTSC(nnx.Module):
@@ -95,7 +93,7 @@ class MTSC(nnx.Module):
   def __init__(self, *, appearance_frames: int = 3, appearance_input: str = "frames",
                unet: dict | None = None,
                appearance: dict | None = None, motion: dict | None = None,
-               fusion: dict | None = None, rngs: nnx.Rngs):
+               rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -106,18 +104,19 @@ class MTSC(nnx.Module):
       unet: `AudioUNet` arguments other than the channel counts.
       appearance: `AppearanceNet` arguments (trunk).
       motion: `MotionNet` arguments (`size` and the `ResNet3D` ones).
-      fusion: `TwoStreamFusion` norm arguments.
     """
     if appearance_frames < 1:
       raise ValueError(f"appearance_frames={appearance_frames} must be >= 1")
     if appearance_input not in ("frames", "crops"):
       raise ValueError(f"appearance_input={appearance_input!r}: expected 'frames' or 'crops'")
     self.appearance_frames, self.appearance_input = appearance_frames, appearance_input
-    self.unet = unet_lib.AudioUNet(1, 1, **(unet or {}), rngs=rngs)
-    channels = self.unet.down[-1].kernel.shape[-1]                     # the bottleneck's
+    unet = dict(unet or {})
+    channels = min(unet.get("ngf", 64) * 2**(unet.get("num_levels", 7) - 1),
+                   unet.get("max_channels", 512))                      # the bottleneck's
+    self.unet = unet_lib.AudioUNet(1, 1, cond_dim=2 * channels, **unet, rngs=rngs)
     self.appearance = AppearanceNet(channels, **(appearance or {}), rngs=rngs)
     self.motion = MotionNet(channels, **(motion or {}), rngs=rngs)
-    self.fusion = TwoStreamFusion(channels, **(fusion or {}), rngs=rngs)
+    self.fusion = TwoStreamFusion(rngs=rngs)
 
   def __call__(self, inputs: dict) -> dict:
     """Mask logits of every source.
@@ -145,7 +144,7 @@ class MTSC(nnx.Module):
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])[..., None]    # [B, F, T, 1]
     # One way down per mixture; the fused bottleneck and the way up per source.
     skips = [jnp.repeat(h, n, axis=0) for h in self.unet.encode(log_mix)]
-    skips[-1] = self.fusion(skips[-1], appearance.reshape((b * n,) + appearance.shape[2:]),
-                            motion.reshape(b * n, -1))
-    out = self.unet.decode(skips)                                     # [B*N, F, T, 1]
+    cond = self.fusion(appearance.reshape((b * n,) + appearance.shape[2:]),
+                       motion.reshape(b * n, -1))                     # [B*N, 2C]
+    out = self.unet.decode(skips, cond)                               # [B*N, F, T, 1]
     return {"mask_logits": out[..., 0].reshape((b, n) + out.shape[1:3])[None]}
