@@ -13,6 +13,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
+
+from avsep_jax import audio
+from avsep_jax.audio import masks as masks_lib
 
 
 def _masked_mean(values, valid):
@@ -177,8 +181,8 @@ def ial_loss(model, outputs: dict, features: dict, batch: dict, shares, *, step,
   b, n = valid.shape
   if n % video_size:
     raise ValueError(f"train.loss.video_size={video_size} does not divide the {n} sources")
-  estimates = features_to_waveforms(masks, features["mix_spec"], length, hop_length,
-                                    align_corners)
+  estimates = audio.masks_to_waveforms(masks, features["mix_spec"], length,
+                                       hop_length=hop_length, align_corners=align_corners)
   group = lambda x: x.reshape((b, n // video_size, video_size) + x.shape[2:]).sum(2)
   video_valid = valid.reshape(b, n // video_size, video_size).any(-1)
   snr = si_snr(group(estimates * valid[..., None]), group(shares * valid[..., None]),
@@ -205,13 +209,6 @@ def ial_loss(model, outputs: dict, features: dict, batch: dict, shares, *, step,
   return total, metrics
 
 
-def features_to_waveforms(masks, mix_spec, length, hop_length, align_corners):
-  """Masks `[B, N, F', T]` -> waveforms `[B, N, L]` (mixture phase; see `audio`)."""
-  from avsep_jax import audio  # pylint: disable=g-import-not-at-top
-  return audio.masks_to_waveforms(masks, mix_spec, length, hop_length=hop_length,
-                                  align_corners=align_corners)
-
-
 def independence_terms(model, separated, valid, key, *, hinge_c: float):
   """The critic's hinge loss and the separator's adversarial term; updates the bank.
 
@@ -222,7 +219,6 @@ def independence_terms(model, separated, valid, key, *, hinge_c: float):
   Returns:
     `(critic_loss, generator_term, metrics)`.
   """
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   b, n = valid.shape
   flat = separated.reshape((b * n,) + separated.shape[2:])
   partner = jnp.roll(separated, -1, axis=1).reshape(flat.shape)
@@ -293,7 +289,6 @@ def seco_loss(model, outputs: dict, features: dict, batch: dict, *, mask: str,
     metrics["sum_loss"] = jnp.mean(weight * jnp.abs(summed - 1.0))
     total = total + sum_weight * metrics["sum_loss"]
   if remix_weight:
-    from avsep_jax.audio import masks as masks_lib  # pylint: disable=g-import-not-at-top
     mix_mag = features["mix_mag"]
     separated = masks * mix_mag[:, None] * valid[..., None, None]     # [B, N, F, T]
     n = valid.shape[1]
