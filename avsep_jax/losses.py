@@ -88,7 +88,8 @@ def si_snr(estimate, reference, *, cap_db: float = 30.0, eps: float = 1e-8):
   """Scale-invariant SNR (dB) `[...]` of waveforms `[..., L]`, soft-capped at `cap_db`.
 
   Both are made zero-mean; the noise gets a floor of 10^(-cap/10) x the
-  projection's energy (IAL-CMS), so no term exceeds `cap_db`.
+  projection's energy (IAL-CMS), so no term exceeds `cap_db`; a silent
+  estimate scores about -80 dB.
   """
   estimate = estimate - estimate.mean(-1, keepdims=True)
   reference = reference - reference.mean(-1, keepdims=True)
@@ -97,7 +98,9 @@ def si_snr(estimate, reference, *, cap_db: float = 30.0, eps: float = 1e-8):
   projection = scale * reference
   signal = jnp.square(projection).sum(-1)
   noise = jnp.square(estimate - projection).sum(-1)
-  return 10.0 * jnp.log10((signal + eps) / (noise + 10.0**(-cap_db / 10.0) * signal + eps))
+  # eps outside the ratio: a silent estimate scores 10 log10(eps) = -80 dB, not
+  # the 0 dB of eps / eps, so silence never beats a poor separation.
+  return 10.0 * jnp.log10(signal / (noise + 10.0**(-cap_db / 10.0) * signal + eps) + eps)
 
 
 def contrastive_av_loss(audio_embedding, visual_maps, valid, *, temperature: float,

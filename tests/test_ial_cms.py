@@ -27,6 +27,9 @@ def test_si_snr_matches_its_definition_and_is_capped(rng):
   # Scale-invariant, and a perfect estimate gives the cap, not infinity.
   np.testing.assert_allclose(losses.si_snr(3 * estimate, reference, cap_db=300.0), got, rtol=1e-4)
   np.testing.assert_allclose(losses.si_snr(reference, reference, cap_db=30.0), 30.0, atol=1e-3)
+  # Silence is the worst estimate, not a 0 dB refuge from a poor separation.
+  silent = np.asarray(losses.si_snr(jnp.zeros_like(reference), jnp.asarray(reference)))
+  assert (silent < -60).all() and (silent < got).all()
 
 
 def test_contrastive_loss_prefers_matching_pictures_and_drops_hardest_negatives():
