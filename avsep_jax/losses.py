@@ -298,7 +298,7 @@ def seco_loss(model, outputs: dict, features: dict, batch: dict, *, mask: str,
     shift = lambda x: jnp.stack([jnp.roll(x[:, k], -k, axis=0) for k in range(n)], axis=1)
     sources, crops, remix_valid = shift(separated), shift(batch["crops"]), shift(valid)
     remixed = sources.sum(1)                                            # [B, F, T]
-    _, logits = model.separate(remixed, crops)
+    _, logits = model.separate(remixed, crops, remix_valid)
     target = jax.lax.stop_gradient(masks_lib.ratio_mask(sources, remixed[:, None], 1.0))
     per_bin = jnp.abs(jax.nn.sigmoid(logits) - target)
     if weighted:

@@ -88,6 +88,7 @@ def get_config(arg: str | None = None):
                    visual=common.small_visual(size), audio_embed=common.small_visual(size))
     c.eval.per_combination = (10, 10) if size == "cpu" else (1, 1)
     c.eval.validation_per_combination = 10 if size == "cpu" else 1
+  c.model.mask_activation = "sigmoid"
   c.train.loss.name = "seco"
   c.train.loss.seco = dict(inter_weight=0.1, temperature=0.1, sum_weight=0.1, remix_weight=0.5)
   return c

@@ -86,3 +86,18 @@ def test_one_step_trains_every_module_and_the_remix_pass():
     assert module_changed(state, new, name), name
   for name in ("inter_loss", "sum_loss", "remix_loss", "mask_loss/step_0"):
     assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
+
+
+def test_softmax_masks_add_up_to_one_over_valid_sources():
+  from avsep_jax import models
+  config = seco.get_config("tiny")
+  config.model.mask_activation = "softmax"
+  model = models.build_model(config.model, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  inputs = {"mix_mag": jnp.asarray(np.abs(rng.normal(size=(2, 64, 16)))),
+            "crops": jnp.asarray(rng.normal(size=(2, 3, 32, 32, 3))),
+            "source_mask": jnp.asarray([[True, True, True], [True, True, False]])}
+  masks = jax.nn.sigmoid(model(inputs)["mask_logits"][0])
+  np.testing.assert_allclose(masks[0].sum(0), 1.0, atol=1e-4)
+  np.testing.assert_allclose(masks[1, :2].sum(0), 1.0, atol=1e-4)
+  assert float(masks[1, 2].max()) < 1e-5

@@ -30,7 +30,7 @@ class SeCo(nnx.Module):
 
   def __init__(self, *, visual_dim: int = 64, embed_dim: int = 64, unet: dict | None = None,
                visual: dict | None = None, audio_embed: dict | None = None,
-               rngs: nnx.Rngs):
+               mask_activation: str = "sigmoid", rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -40,21 +40,37 @@ class SeCo(nnx.Module):
       visual: `VisualEncoder` arguments of the crop encoder.
       audio_embed: `VisualEncoder` arguments of the separated-spectrogram
         encoder (one input channel).
+      mask_activation: 'sigmoid' (each source's mask on its own) or 'softmax'
+        (over the mixture's valid sources: the masks add up to one, so the
+        estimates add up to the mixture; the logits returned are those of the
+        normalised masks).
     """
+    if mask_activation not in ("sigmoid", "softmax"):
+      raise ValueError(f"mask_activation={mask_activation!r}: expected 'sigmoid' or 'softmax'")
+    self.mask_activation = mask_activation
     self.visual = visual_lib.VisualEncoder(visual_dim, **(visual or {}), rngs=rngs)
     self.unet = unet_lib.AudioUNet(1, 1, cond_dim=visual_dim, **(unet or {}), rngs=rngs)
     self.audio_embed = visual_lib.VisualEncoder(embed_dim, in_channels=1,
                                                 **(audio_embed or {}), rngs=rngs)
     self.visual_embed = nnx.Linear(visual_dim, embed_dim, rngs=rngs)
 
-  def separate(self, mix_mag, crops):
-    """Visual vectors `[B, N, V]` and mask logits `[B, N, F, T]` of `mix_mag` `[B, F, T]`."""
+  def separate(self, mix_mag, crops, source_mask=None):
+    """Visual vectors `[B, N, V]` and mask logits `[B, N, F, T]` of `mix_mag` `[B, F, T]`.
+
+    `source_mask` `[B, N]`: the valid sources (the softmax runs over them).
+    """
     vectors = self.visual(crops)                                        # [B, N, V]
     b, n = vectors.shape[:2]
     log_mix = masks_lib.log_magnitude(mix_mag)[..., None]               # [B, F, T, 1]
     skips = [jnp.repeat(h, n, axis=0) for h in self.unet.encode(log_mix)]
     out = self.unet.decode(skips, vectors.reshape(b * n, -1))
-    return vectors, out.reshape((b, n) + out.shape[1:3])
+    logits = out.reshape((b, n) + out.shape[1:3])
+    if self.mask_activation == "softmax":
+      valid = (jnp.ones((b, n), bool) if source_mask is None else source_mask)[..., None, None]
+      probs = jax.nn.softmax(jnp.where(valid, logits, -1e9), axis=1)
+      probs = jnp.clip(probs, 1e-6, 1 - 1e-6)
+      logits = jnp.log(probs) - jnp.log1p(-probs)
+    return vectors, logits
 
   def __call__(self, inputs: dict) -> dict:
     """Mask logits and the embeddings of the consistency losses.
@@ -66,7 +82,8 @@ class SeCo(nnx.Module):
       `mask_logits` `[1, B, N, F, T]`; `audio_embedding` and `visual_embedding`
       `[B, N, D]`, L2-normalised.
     """
-    vectors, logits = self.separate(inputs["mix_mag"], inputs["crops"])
+    vectors, logits = self.separate(inputs["mix_mag"], inputs["crops"],
+                                    inputs.get("source_mask"))
     separated = inputs["mix_mag"][:, None] * jax.nn.sigmoid(logits)    # [B, N, F, T]
     audio = self.audio_embed(masks_lib.log_magnitude(separated)[..., None])
     return {"mask_logits": logits[None], "audio_embedding": _unit(audio),
