@@ -1,8 +1,10 @@
 """Binary-mask SoP variant of the "Multi Modal Sound Source Separation" thesis.
 
   python -m avsep_jax.main --config=configs/sop_binary.py --workdir=runs/sop_binary
-  python -m avsep_jax.main --config=configs/sop_binary.py --config.train.stages='()' ...
-  python -m avsep_jax.main --config=configs/sop_binary.py:full --workdir=...
+  python -m avsep_jax.main --config=configs/sop_binary.py:pretrain --workdir=...
+  python -m avsep_jax.main --config=configs/sop_binary.py:full,pretrain --workdir=...
+
+The argument is `[size][,pretrain]`.
 
 Model (`avsep_jax/models/class_masks.py`): an audio U-Net on log|mix| with one
 output channel per class of the dataset (class masks); a visual classifier on
@@ -14,10 +16,13 @@ clip(log1p|mix|, 1e-3, 10) as SoP, + `classification_weight` x the visual
 classifier's cross-entropy on the sources' labels.
 
 Curriculum: the thesis trains the frame net alone (`trainFrame`) before the
-audio net. Here that is an optional first stage of `train.stages` in which the
-U-Net is frozen (learning rate 0) and only the visual classifier trains; the
-U-Net then ramps up over `warmup` steps. `--config.train.stages='()'` trains
-both from step 0.
+audio net. Here that is the optional first stage of `train.stages` that
+`pretrain` adds: the U-Net is frozen (learning rate 0) and only the visual
+classifier trains (CPU: 200 steps, `:full` 2000), then the U-Net ramps up
+over `warmup` steps. Measured on the CPU default (1400 steps, test 2-mix /
+3-mix / duet SDRi): 7.65 / 6.65 / 8.85 dB without it (the default), 6.07 /
+5.95 / 8.26 dB with it (the U-Net then trains 200 steps fewer; the classifier
+learns the 13 pictures within the other steps anyway).
 
 Evaluation: binary masks, each bin to the source whose mask is the largest
 there if it exceeds 0.65 (the thesis' prediction threshold; `eval.mask_argmax`)
@@ -41,8 +46,7 @@ Choices (thesis code vs ours):
   frames at 5 fps; ours 224 px), 7-level BatchNorm U-Net, SGD momentum 0.9,
   U-Net 1e-4, visual 1e-3 (the thesis' lr_audio and lr_image).
 - CPU default: the CPU recipe (64 px crops, small conv classifier, 5-level
-  GroupNorm U-Net, Adam 1e-3); the visual net trains alone for the first
-  200 steps.
+  GroupNorm U-Net, Adam 1e-3).
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  size = common.parse_size(arg)
+  parts = [p for p in (arg or "").split(",") if p]
+  sizes = [p for p in parts if p != "pretrain"]
+  if len(sizes) > 1 or parts.count("pretrain") > 1:
+    raise ValueError(f"config argument {arg!r}: expected [size][,pretrain] with size one of "
+                     f"{common.SIZES}")
+  size = common.parse_size(sizes[0] if sizes else None)
   c = common.base_config(size)
   c.audio.mask = "binary"
   c.eval.mask_threshold = 0.65
@@ -71,6 +80,7 @@ def get_config(arg: str | None = None):
                    unet=common.unet(size), visual=common.small_visual(size))
     c.eval.duet_split = "duet"
     pretrain, warmup = {"cpu": (200, 50), "tiny": (2, 1)}[size]
-  c.train.stages = (dict(start=0, frozen=("unet",)),
-                    dict(start=pretrain, frozen=(), warmup=warmup))
+  if "pretrain" in parts:
+    c.train.stages = (dict(start=0, frozen=("unet",)),
+                      dict(start=pretrain, frozen=(), warmup=warmup))
   return c

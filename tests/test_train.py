@@ -379,7 +379,7 @@ def test_bad_curriculum_stages_are_named(stages, message):
 ])
 def test_configured_curriculum_freezes_each_stage_s_modules_step_by_step(system, first_frozen):
   """Every step, a module is unchanged exactly when its scheduled rate is 0."""
-  config = system.get_config("tiny")
+  config = system.get_config("tiny,pretrain" if system is sop_binary else "tiny")
   batch = synthetic_batch(config, 2)
   graphdef, state, schedules = train.init_state(config)
   step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
