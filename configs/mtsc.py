@@ -60,8 +60,9 @@ Choices (paper/code vs ours):
   motion, 5-level GroupNorm U-Net (ngf 16), Adam 1e-3; about 0.4 s per step
   on 2 cores (the motion net's 3-D convs folded into 2-D ones, `Conv3D`).
 
-Measured (CPU default, test lists of the embedded data): see README's
-systems table.
+Measured (CPU default, 1400 steps on 2 cores, 641 s of training): test
+2-mix / 3-mix SDRi 4.59 / 2.88 dB on the shared lists (validation SDRi
+4.07 dB at step 700, in the second, motion stage).
 """
 
 from __future__ import annotations
