@@ -14,9 +14,10 @@ read here: our folds are seeded random splits (`FOLD_SEED` + K), listed by
 `fold_classes`.
 
 Model (`avsep_jax/models/seco.py`): a Co-Separation-style separator with no
-class-specific part (crop vector tiled at the U-Net bottleneck, ratio-mask
-logits), an audio embedding of each separated spectrogram and a visual
-embedding of each crop vector.
+class-specific part (crop vector tiled at the U-Net bottleneck, ratio masks
+normalised over the mixture's sources by a softmax, so the estimates add up
+to the mixture), an audio embedding of each separated spectrogram and a
+visual embedding of each crop vector.
 
 Losses (`avsep_jax.losses.seco_loss`; the consistency terms are OUR
 INTERPRETATION of the paper's "inter-modal" and "intra-modal consistency",
@@ -88,7 +89,7 @@ def get_config(arg: str | None = None):
                    visual=common.small_visual(size), audio_embed=common.small_visual(size))
     c.eval.per_combination = (10, 10) if size == "cpu" else (1, 1)
     c.eval.validation_per_combination = 10 if size == "cpu" else 1
-  c.model.mask_activation = "sigmoid"
+  c.model.mask_activation = "softmax"
   c.train.loss.name = "seco"
   c.train.loss.seco = dict(inter_weight=0.1, temperature=0.1, sum_weight=0.1, remix_weight=0.5)
   return c
