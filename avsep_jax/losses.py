@@ -183,7 +183,7 @@ def ial_loss(model, outputs: dict, features: dict, batch: dict, shares, *, step,
   valid = batch["source_mask"]
   b, n = valid.shape
   if n % video_size:
-    raise ValueError(f"train.loss.video_size={video_size} does not divide the {n} sources")
+    raise ValueError(f"train.loss.ial.video_size={video_size} does not divide the {n} sources")
   estimates = audio.masks_to_waveforms(masks, features["mix_spec"], length,
                                        hop_length=hop_length, align_corners=align_corners)
   group = lambda x: x.reshape((b, n // video_size, video_size) + x.shape[2:]).sum(2)

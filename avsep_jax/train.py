@@ -130,11 +130,11 @@ def _top_level_name(path) -> str:
   return str(getattr(key, "key", getattr(key, "name", key)))
 
 
-def every_k_steps(inner: optax.GradientTransformation, k: int,
-                  offset: int = 0) -> optax.GradientTransformation:
-  """Applies `inner` only on updates `offset`, `offset + k`, ...; other updates are zero
-  and leave `inner`'s state (Adam's moments, momentum) untouched (IAL-CMS's
-  separator, updated on every third batch)."""
+def every_k_steps(inner: optax.GradientTransformation, k: int) -> optax.GradientTransformation:
+  """Applies `inner` only on updates 0, k, 2k, ...; other updates are zero and
+  leave `inner`'s state (Adam's moments, momentum, and so the step count its
+  learning-rate schedule reads) untouched (IAL-CMS's separator, updated on
+  every third batch)."""
   if k == 1:
     return inner
 
@@ -144,7 +144,7 @@ def every_k_steps(inner: optax.GradientTransformation, k: int,
   def update(updates, state, params=None):
     inner_state, count = state
     new_updates, new_inner = inner.update(updates, inner_state, params)
-    apply = (count - offset) % k == 0
+    apply = count % k == 0
     new_updates = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
     new_inner = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_inner, inner_state)
     return new_updates, (new_inner, count + 1)
