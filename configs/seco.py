@@ -49,13 +49,16 @@ Measured (CPU default, fold 1: held-out classes 5, 7, 10; 1400 steps on 2
 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi):
 - softmax masks (the default): 2-mix -0.76 dB, 3-mix +0.30 dB (340 s);
 - sigmoid masks: -3.36 / -2.85 dB;
+- softmax masks without the three consistency terms (weights 0): -0.46 /
+  -0.87 dB (253 s): on these 30 and 10 mixtures the terms show no clear gain
+  on 2-mixes (-0.3 dB) and one on 3-mixes (+1.2 dB);
 - Co-Separation trained on the same 10 classes, no consistency terms
   (`configs/coseparation.py` with `--config.dataset.train_classes=
   '(0,1,2,3,4,6,8,9,11,12)' --config.eval.class_subset='(5,7,10)'
   --config.eval.per_combination='(10,10)'`): -2.43 / -2.06 dB.
 Unseen categories remain below the mixture's own SDR on 2-mixes here: the
-consistency terms and the normalised masks help against the baseline, but
-the separator still gives unseen instruments' bins to the wrong picture.
+normalised masks help most against the baseline, but the separator still
+gives unseen instruments' bins to the wrong picture.
 """
 
 from __future__ import annotations
