@@ -16,12 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.audio import masks as masks_lib
+from avsep_jax.models import layers
 from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
-
-# Mask probabilities are kept in [EPS, 1 - EPS] before the logit, so BCE stays finite.
-EPS = 1e-6
-
 
 class ClassMaskUNet(nnx.Module):
   """`{mix_mag, crops | frames}` -> mask logits `[1, B, N, F, T]` and class logits `[B, N, C]`."""
@@ -36,11 +33,9 @@ class ClassMaskUNet(nnx.Module):
       unet: `AudioUNet` arguments other than the channel counts.
       visual: `VisualEncoder` arguments other than `out_dim` (the classifier).
     """
-    if visual_input not in ("frames", "crops"):
-      raise ValueError(f"visual_input={visual_input!r}: expected 'frames' or 'crops'")
     if num_classes < 2:
       raise ValueError(f"num_classes={num_classes}: class masks need at least 2 classes")
-    self.visual_input = visual_input
+    self.visual_input = visual_lib.check_visual_input(visual_input)
     self.unet = unet_lib.AudioUNet(1, num_classes, **(unet or {}), rngs=rngs)
     self.visual = visual_lib.VisualEncoder(num_classes, **(visual or {}), rngs=rngs)
 
@@ -58,6 +53,6 @@ class ClassMaskUNet(nnx.Module):
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])[..., None]    # [B, F, T, 1]
     class_masks = jax.nn.sigmoid(self.unet(log_mix))                   # [B, F, T, C]
     probs = jax.nn.softmax(class_logits, axis=-1)
-    masks = jnp.clip(jnp.einsum("bnc,bftc->bnft", probs, class_masks), EPS, 1 - EPS)
-    return {"mask_logits": (jnp.log(masks) - jnp.log1p(-masks))[None],
+    masks = jnp.einsum("bnc,bftc->bnft", probs, class_masks)
+    return {"mask_logits": layers.probabilities_to_logits(masks)[None],
             "class_logits": class_logits}

@@ -17,6 +17,22 @@ from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
 
 
+def query_pass(visual: visual_lib.VisualEncoder, net: unet_lib.AudioUNet, mix_mag, crops):
+  """Visual vectors `[B, N, D]` and mask logits `[B, N, F, T]`, each source's vector tiled
+  at the U-Net's bottleneck.
+
+  Every source of a mixture has the same U-Net input, so the way down runs once
+  per mixture and only the way up once per source (the same numbers as one
+  full pass per source, as Co-Separation runs it, for about half the work).
+  """
+  vectors = visual(crops)                                             # [B, N, D]
+  b, n = vectors.shape[:2]
+  log_mix = masks_lib.log_magnitude(mix_mag)[..., None]               # [B, F, T, 1]
+  skips = [jnp.repeat(h, n, axis=0) for h in net.encode(log_mix)]     # [B*N, ...]
+  out = net.decode(skips, vectors.reshape(b * n, -1))
+  return vectors, out.reshape((b, n) + out.shape[1:3])
+
+
 class CoSeparation(nnx.Module):
   """Co-Separation: `{mix_mag, crops}` -> mask logits `[1, B, N, F, T]` and class logits."""
 
@@ -62,15 +78,5 @@ class CoSeparation(nnx.Module):
             "class_logits": self.classify(inputs["mix_mag"], logits)}
 
   def first_pass(self, inputs: dict):
-    """Visual vectors `[B, N, D]` and the U-Net's mask logits `[B, N, F, T]`.
-
-    Every source of a mixture has the same U-Net input, so the way down runs once
-    per mixture and only the way up once per source (the same numbers as one
-    full pass per source, as the original runs it, for about half the work).
-    """
-    vectors = self.visual(inputs["crops"])                              # [B, N, D]
-    b, n = vectors.shape[:2]
-    log_mix = masks_lib.log_magnitude(inputs["mix_mag"])[..., None]     # [B, F, T, 1]
-    skips = [jnp.repeat(h, n, axis=0) for h in self.unet.encode(log_mix)]  # [B*N, ...]
-    out = self.unet.decode(skips, vectors.reshape(b * n, -1))
-    return vectors, out.reshape((b, n) + out.shape[1:3])
+    """Visual vectors `[B, N, D]` and the U-Net's mask logits `[B, N, F, T]` (`query_pass`)."""
+    return query_pass(self.visual, self.unet, inputs["mix_mag"], inputs["crops"])

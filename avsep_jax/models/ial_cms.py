@@ -29,10 +29,6 @@ from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
 
 
-def l2_normalise(x, axis: int = -1, eps: float = 1e-8):
-  return x / jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
-
-
 class VisualMaps(nnx.Module):
   """Images `[B, N, (T,) H, W, 3]` -> L2-normalised maps `[B, N, h, w, dim]` (mean over T)."""
 
@@ -53,7 +49,7 @@ class VisualMaps(nnx.Module):
     x = x.reshape(lead + x.shape[1:])
     if images.ndim == 6:
       x = x.mean(axis=2)
-    return l2_normalise(x)
+    return layers.l2_normalise(x)
 
 
 class AVModule(nnx.Module):
@@ -72,7 +68,7 @@ class AVModule(nnx.Module):
     pooled_max = maps.max(axis=(1, 2))                                   # [M, D]
     fused = self.fuse_out(jax.nn.relu(self.fuse_in(
         jnp.concatenate([audio_vec, pooled_max], axis=-1))))             # [M, D]
-    embedding = l2_normalise(fused)
+    embedding = layers.l2_normalise(fused)
     cosine = jnp.einsum("mhwd,md->mhw", maps, embedding)
     weights = jax.nn.sigmoid(self.attention_scale[...] * cosine + self.attention_bias[...])
     attended = (weights[..., None] * maps).sum((1, 2)) / (
@@ -92,14 +88,14 @@ class SpectralNormalised(nnx.Module):
   def __init__(self, layer: nnx.Conv | nnx.Linear, *, rngs: nnx.Rngs):
     self.layer = layer
     out = layer.kernel.shape[-1]
-    self.u = nnx.BatchStat(l2_normalise(jax.random.normal(rngs.params(), (out,))))
+    self.u = nnx.BatchStat(layers.l2_normalise(jax.random.normal(rngs.params(), (out,))))
 
   def __call__(self, x, update: bool = True):
     kernel = self.layer.kernel[...]
     matrix = kernel.reshape(-1, kernel.shape[-1])                         # [in, out]
     u = self.u[...]
-    v = jax.lax.stop_gradient(l2_normalise(matrix @ u))
-    u = jax.lax.stop_gradient(l2_normalise(matrix.T @ v))
+    v = jax.lax.stop_gradient(layers.l2_normalise(matrix @ u))
+    u = jax.lax.stop_gradient(layers.l2_normalise(matrix.T @ v))
     sigma = v @ matrix @ u
     if update:
       self.u[...] = u
@@ -107,8 +103,8 @@ class SpectralNormalised(nnx.Module):
     if isinstance(self.layer, nnx.Linear):
       y = x @ normalised
     else:
-      y = jax.lax.conv_general_dilated(x, normalised, self.layer.strides,
-                                       self.layer.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = jax.lax.conv_general_dilated(x, normalised, self.layer.strides, self.layer.padding,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + self.layer.bias[...] if self.layer.bias is not None else y
 
 
@@ -167,9 +163,7 @@ class IALCMS(nnx.Module):
       bank_shape: `(F, T)` of each bank entry (the training segment's warped
         magnitude: warp bins x frames).
     """
-    if visual_input not in ("frames", "crops"):
-      raise ValueError(f"visual_input={visual_input!r}: expected 'frames' or 'crops'")
-    self.visual_input = visual_input
+    self.visual_input = visual_lib.check_visual_input(visual_input)
     self.visual = VisualMaps(dim, **(visual or {}), rngs=rngs)
     self.unet = unet_lib.AudioUNet(1, 1, **(unet or {}), rngs=rngs)
     channels = self.unet.up_channels()

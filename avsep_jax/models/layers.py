@@ -27,6 +27,22 @@ def normal_init(std: float | None):
   return nnx.initializers.normal(std)
 
 
+def l2_normalise(x, axis: int = -1, eps: float = 1e-8):
+  """`x` divided by its L2 norm along `axis` (eps inside the root)."""
+  return x / jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
+
+
+def probabilities_to_logits(probs, eps: float = 1e-6):
+  """Logits whose sigmoid is `probs`, kept within [eps, 1 - eps] so BCE stays finite.
+
+  For models whose masks are not one sigmoid per source (class-weighted or
+  softmax-normalised masks) but must hand `mask_logits` to the shared losses
+  and evaluation.
+  """
+  probs = jnp.clip(probs, eps, 1 - eps)
+  return jnp.log(probs) - jnp.log1p(-probs)
+
+
 def _scale_init(key, shape, dtype=jnp.float32):
   """Normalisation scales ~ N(1, 0.02), SoP's BatchNorm init."""
   return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)

@@ -107,12 +107,11 @@ class MTSC(nnx.Module):
     """
     if appearance_frames < 1:
       raise ValueError(f"appearance_frames={appearance_frames} must be >= 1")
-    if appearance_input not in ("frames", "crops"):
-      raise ValueError(f"appearance_input={appearance_input!r}: expected 'frames' or 'crops'")
-    self.appearance_frames, self.appearance_input = appearance_frames, appearance_input
+    self.appearance_frames = appearance_frames
+    self.appearance_input = visual_lib.check_visual_input(appearance_input, "appearance_input")
     unet = dict(unet or {})
-    channels = min(unet.get("ngf", 64) * 2**(unet.get("num_levels", 7) - 1),
-                   unet.get("max_channels", 512))                      # the bottleneck's
+    channels = unet_lib.level_channels(**{k: unet[k] for k in ("ngf", "num_levels",
+                                                               "max_channels") if k in unet})[-1]
     self.unet = unet_lib.AudioUNet(1, 1, cond_dim=2 * channels, **unet, rngs=rngs)
     self.appearance = AppearanceNet(channels, **(appearance or {}), rngs=rngs)
     self.motion = MotionNet(channels, **(motion or {}), rngs=rngs)

@@ -17,12 +17,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.audio import masks as masks_lib
+from avsep_jax.models import coseparation
+from avsep_jax.models import layers
 from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
-
-
-def _unit(x, eps: float = 1e-8):
-  return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
 class SeCo(nnx.Module):
@@ -59,17 +57,12 @@ class SeCo(nnx.Module):
 
     `source_mask` `[B, N]`: the valid sources (the softmax runs over them).
     """
-    vectors = self.visual(crops)                                        # [B, N, V]
-    b, n = vectors.shape[:2]
-    log_mix = masks_lib.log_magnitude(mix_mag)[..., None]               # [B, F, T, 1]
-    skips = [jnp.repeat(h, n, axis=0) for h in self.unet.encode(log_mix)]
-    out = self.unet.decode(skips, vectors.reshape(b * n, -1))
-    logits = out.reshape((b, n) + out.shape[1:3])
+    vectors, logits = coseparation.query_pass(self.visual, self.unet, mix_mag, crops)
     if self.mask_activation == "softmax":
+      b, n = vectors.shape[:2]
       valid = (jnp.ones((b, n), bool) if source_mask is None else source_mask)[..., None, None]
       probs = jax.nn.softmax(jnp.where(valid, logits, -1e9), axis=1)
-      probs = jnp.clip(probs, 1e-6, 1 - 1e-6)
-      logits = jnp.log(probs) - jnp.log1p(-probs)
+      logits = layers.probabilities_to_logits(probs)
     return vectors, logits
 
   def __call__(self, inputs: dict) -> dict:
@@ -86,5 +79,5 @@ class SeCo(nnx.Module):
                                     inputs.get("source_mask"))
     separated = inputs["mix_mag"][:, None] * jax.nn.sigmoid(logits)    # [B, N, F, T]
     audio = self.audio_embed(masks_lib.log_magnitude(separated)[..., None])
-    return {"mask_logits": logits[None], "audio_embedding": _unit(audio),
-            "visual_embedding": _unit(self.visual_embed(vectors))}
+    return {"mask_logits": logits[None], "audio_embedding": layers.l2_normalise(audio),
+            "visual_embedding": layers.l2_normalise(self.visual_embed(vectors))}

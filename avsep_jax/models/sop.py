@@ -29,9 +29,7 @@ class SoundOfPixels(nnx.Module):
       unet: `AudioUNet` arguments other than the channel counts.
       visual: `VisualEncoder` arguments other than `out_dim`.
     """
-    if visual_input not in ("frames", "crops"):
-      raise ValueError(f"visual_input={visual_input!r}: expected 'frames' or 'crops'")
-    self.visual_input = visual_input
+    self.visual_input = visual_lib.check_visual_input(visual_input)
     self.unet = unet_lib.AudioUNet(1, num_channels, **(unet or {}), rngs=rngs)
     self.visual = visual_lib.VisualEncoder(num_channels, **(visual or {}), rngs=rngs)
     # InnerProd: scale starts at 1, bias at 0 (SoP's synthesizer).

@@ -22,6 +22,14 @@ from flax import nnx
 from avsep_jax.models import layers
 
 
+def level_channels(ngf: int = 64, num_levels: int = 7, max_channels: int = 512) -> list[int]:
+  """Channels of each level's way down, outermost first (the last: the bottleneck's).
+
+  The defaults are `AudioUNet`'s.
+  """
+  return [min(ngf * 2**i, max_channels) for i in range(num_levels)]
+
+
 class AudioUNet(nnx.Module):
   """U-Net over spectrogram images `[B, F, T, C]` (F, T divisible by 2**num_levels)."""
 
@@ -52,7 +60,7 @@ class AudioUNet(nnx.Module):
     if upsample not in layers.UPSAMPLES:
       raise ValueError(f"upsample={upsample!r}: expected one of {layers.UPSAMPLES}")
     self.num_levels, self.upsample, self.cond_dim = num_levels, upsample, cond_dim
-    ch = [min(ngf * 2**i, max_channels) for i in range(num_levels)]
+    ch = level_channels(ngf, num_levels, max_channels)
     self.input_norm = layers.Norm(in_channels, norm if input_norm else "none", groups=1,
                                   rngs=rngs)
     # As SoP's UnetBlock: no conv biases but the output conv's.

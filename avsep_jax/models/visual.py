@@ -23,6 +23,15 @@ from avsep_jax.models import layers
 BACKBONES = ("convnet", "resnet18", "resnet18_dilated")
 HEADS = ("avg_linear", "conv1x1_fc", "conv_max")
 ACTIVATIONS = ("none", "sigmoid", "relu")
+# What a model's visual queries are: the batch's `frames` or object `crops`.
+VISUAL_INPUTS = ("frames", "crops")
+
+
+def check_visual_input(value: str, field: str = "visual_input") -> str:
+  """`value` if it is one of VISUAL_INPUTS; otherwise an error naming `field`."""
+  if value not in VISUAL_INPUTS:
+    raise ValueError(f"{field}={value!r}: expected 'frames' or 'crops'")
+  return value
 
 
 def build_backbone(backbone: str, *, widths: tuple[int, ...] = (16, 32, 64, 64),
