@@ -224,7 +224,9 @@ def independence_terms(model, separated, valid, key, *, hinge_c: float):
   """
   b, n = valid.shape
   flat = separated.reshape((b * n,) + separated.shape[2:])
-  partner = jnp.roll(separated, -1, axis=1).reshape(flat.shape)
+  # Each source's partner is the next source of its mixture; the encoder reads
+  # one spectrum at a time, so a partner's encoding is its row rolled.
+  next_in_mixture = lambda g: jnp.roll(g.reshape(b, n, -1), -1, axis=1).reshape(g.shape)
   dep_valid = (valid & jnp.roll(valid, -1, axis=1)).reshape(-1)
   ok = valid.reshape(-1)
   bank, count = model.bank[...], model.bank_count[...]
@@ -239,17 +241,20 @@ def independence_terms(model, separated, valid, key, *, hinge_c: float):
     w = where.astype(x.dtype)
     return (x * w).sum() / jnp.maximum(w.sum(), 1.0)
 
-  # The critic's loss: its own parameters, the separated spectra held fixed.
+  # The critic's loss: its own parameters, the separated spectra held fixed;
+  # each spectrum is encoded once.
   fixed = jax.lax.stop_gradient(flat)
-  s_ind = model.critic(fixed, drawn)
-  s_dep = model.critic(fixed, jax.lax.stop_gradient(partner))
+  g_fixed, g_drawn = model.critic.encode(fixed), model.critic.encode(drawn)
+  s_ind = model.critic.score_pairs(g_fixed, g_drawn)
+  s_dep = model.critic.score_pairs(g_fixed, next_in_mixture(g_fixed))
   critic_loss = model.critic.weight_norm2() + hinge_c * (
       mean(jax.nn.relu(1.0 - s_ind), ind_valid) + mean(jax.nn.relu(1.0 + s_dep), dep_valid))
   # The separator's term: through a gradient-free copy of the critic.
   graphdef, state = nnx.split(model.critic)
   frozen = nnx.merge(graphdef, jax.lax.stop_gradient(state))
-  g_ind = frozen(flat, drawn)
-  g_dep = frozen(flat, partner)
+  g_flat = frozen.encode(flat)
+  g_ind = frozen.score_pairs(g_flat, jax.lax.stop_gradient(g_drawn))
+  g_dep = frozen.score_pairs(g_flat, next_in_mixture(g_flat))
   generator_term = mean(g_ind, ind_valid) - mean(g_dep, dep_valid)
   # Write this step's valid sources into the ring buffer.
   slots = (count + jnp.cumsum(ok) - 1) % bank.shape[0]

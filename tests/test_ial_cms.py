@@ -161,3 +161,17 @@ def test_config_sized_models_trace(arg):
             **query}
   out = nnx.eval_shape(lambda m, x: m(x), model, inputs)
   assert out["masks"].shape == (1, 2, d.num_mix, config.audio.warp_bins, frames)
+
+
+def test_critic_pairs_scored_from_one_encoding_each():
+  """A partner's encoding is its row of the batch's encodings: the loss encodes each spectrum once."""
+  critic = ial_lib.IndependenceCritic(widths=(4, 8), hidden=8, rngs=nnx.Rngs(0))
+  fresh = lambda: nnx.clone(critic)  # each call from the same power-iteration state
+  mags = jnp.abs(jax.random.normal(jax.random.key(0), (3, 2, 16, 8)))    # [B, N, F, T]
+  flat = mags.reshape(6, 16, 8)
+  partner = jnp.roll(mags, -1, axis=1).reshape(6, 16, 8)
+  encoded = fresh().encode(flat)
+  rolled = jnp.roll(encoded.reshape(3, 2, -1), -1, axis=1).reshape(encoded.shape)
+  np.testing.assert_allclose(fresh().score_pairs(encoded, rolled),
+                             fresh().score_pairs(fresh().encode(flat), fresh().encode(partner)),
+                             rtol=1e-5, atol=1e-6)

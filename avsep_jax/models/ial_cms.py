@@ -128,9 +128,9 @@ class IndependenceCritic(nnx.Module):
       x = jax.nn.leaky_relu(layer(x), 0.2)
     return x.mean(axis=(1, 2))
 
-  def __call__(self, first, second):
-    """Scores `[M]` of the pairs (first[m], second[m])."""
-    h = jnp.concatenate([self.encode(first), self.encode(second)], axis=-1)
+  def score_pairs(self, first, second):
+    """Scores `[M]` of pairs of `encode`d spectra `[M, widths[-1]]` each (`w . h([g1, g2]) + b`)."""
+    h = jnp.concatenate([first, second], axis=-1)
     h = jax.nn.leaky_relu(self.pair_out(jax.nn.leaky_relu(self.pair_in(h), 0.2)), 0.2)
     return self.score(h)[..., 0]
 
