@@ -273,18 +273,19 @@ def read_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: i
       parts = [(np.asarray(s, np.int16), int(c)) for s, c in zip(stems, example["labels"])]
     fps = float(example["fps"])
     centre_s = (offset + segment_length / 2) / sample_rate
+    if num_frames:
+      times = (offset + (np.arange(num_frames) + 0.5) * segment_length / num_frames
+               ) / sample_rate
+      count = len(example["frames"])
+      if count == 0:
+        raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
+      picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
     for audio, label in parts:
       audio = audio[offset:offset + segment_length]
       sources.append(np.pad(audio, (0, segment_length - len(audio))))
       labels.append(label)
       crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what))
       if num_frames:
-        times = (offset + (np.arange(num_frames) + 0.5) * segment_length / num_frames
-                 ) / sample_rate
-        count = len(example["frames"])
-        if count == 0:
-          raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
-        picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
         if len(parts) > 1:
           frames.append(np.stack([_box_crop(example, label, p, frame_size, what)
                                   for p in picks]))
