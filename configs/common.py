@@ -32,6 +32,20 @@ def parse_size(arg: str | None) -> str:
   return size
 
 
+def parse_size_and_option(arg: str | None, is_option, usage: str) -> tuple[str, str | None]:
+  """A `[size][,option]` config argument: the size (default cpu) and the option or None.
+
+  `is_option(part)` tells the option from the size; `usage` (e.g.
+  "[size][,setting] with setting one of ...") completes the error message.
+  """
+  parts = [p for p in (arg or "").split(",") if p]
+  options = [p for p in parts if is_option(p)]
+  sizes = [p for p in parts if not is_option(p)]
+  if len(options) > 1 or len(sizes) > 1:
+    raise ValueError(f"config argument {arg!r}: expected {usage}; sizes: {SIZES}")
+  return parse_size(sizes[0] if sizes else None), (options[0] if options else None)
+
+
 def base_config(size: str) -> config_dict.ConfigDict:
   """Everything but the model, for `size` in SIZES."""
   c = config_dict.ConfigDict()

@@ -82,14 +82,9 @@ SETTINGS = ("unsupervised", "supervised")
 
 
 def get_config(arg: str | None = None):
-  parts = [p for p in (arg or "").split(",") if p]
-  settings = [p for p in parts if p in SETTINGS]
-  sizes = [p for p in parts if p not in SETTINGS]
-  if len(settings) > 1 or len(sizes) > 1:
-    raise ValueError(f"config argument {arg!r}: expected [size][,setting] with size one of "
-                     f"{common.SIZES} and setting one of {SETTINGS}")
-  size = common.parse_size(sizes[0] if sizes else None)
-  setting = settings[0] if settings else "unsupervised"
+  size, setting = common.parse_size_and_option(
+      arg, lambda p: p in SETTINGS, f"[size][,setting] with setting one of {SETTINGS}")
+  setting = setting or "unsupervised"
   c = common.base_config(size)
   frames = c.dataset.segment_length // c.audio.hop_length + 1
   critic = None

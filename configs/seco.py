@@ -80,15 +80,12 @@ def fold_classes(num_classes: int, held_out: int, fold: int) -> tuple[tuple[int,
 
 
 def get_config(arg: str | None = None):
-  parts = [p for p in (arg or "").split(",") if p]
-  folds = [p for p in parts if p.startswith("fold")]
-  sizes = [p for p in parts if not p.startswith("fold")]
-  if len(folds) > 1 or len(sizes) > 1 or any(not f[4:].isdigit() or int(f[4:]) < 1
-                                             for f in folds):
-    raise ValueError(f"config argument {arg!r}: expected [size][,foldK] with size one of "
-                     f"{common.SIZES} and K >= 1 (e.g. seco.py:full,fold2)")
-  size = common.parse_size(sizes[0] if sizes else None)
-  fold = int(folds[0][4:]) if folds else 1
+  usage = "[size][,foldK] with K >= 1 (e.g. seco.py:full,fold2)"
+  size, fold_arg = common.parse_size_and_option(arg, lambda p: p.startswith("fold"), usage)
+  fold_arg = fold_arg or "fold1"
+  if not fold_arg[4:].isdigit() or int(fold_arg[4:]) < 1:
+    raise ValueError(f"config argument {arg!r}: expected {usage}")
+  fold = int(fold_arg[4:])
   c = common.base_config(size)
   train_classes, held_out = fold_classes(c.dataset.num_classes, HELD_OUT[size], fold)
   c.dataset.train_classes = train_classes

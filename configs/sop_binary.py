@@ -55,12 +55,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  parts = [p for p in (arg or "").split(",") if p]
-  sizes = [p for p in parts if p != "pretrain"]
-  if len(sizes) > 1 or parts.count("pretrain") > 1:
-    raise ValueError(f"config argument {arg!r}: expected [size][,pretrain] with size one of "
-                     f"{common.SIZES}")
-  size = common.parse_size(sizes[0] if sizes else None)
+  size, pretrain_stage = common.parse_size_and_option(arg, lambda p: p == "pretrain",
+                                                      "[size][,pretrain]")
   c = common.base_config(size)
   c.audio.mask = "binary"
   c.eval.mask_threshold = 0.65
@@ -80,7 +76,7 @@ def get_config(arg: str | None = None):
                    unet=common.unet(size), visual=common.small_visual(size))
     c.eval.duet_split = "duet"
     pretrain, warmup = {"cpu": (200, 50), "tiny": (2, 1)}[size]
-  if "pretrain" in parts:
+  if pretrain_stage:
     c.train.stages = (dict(start=0, frozen=("unet",)),
                       dict(start=pretrain, frozen=(), warmup=warmup))
   return c
