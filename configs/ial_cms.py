@@ -70,6 +70,9 @@ Choices (original code vs ours):
 Measured (CPU default, 1400 steps on 2 cores, test 2-mix / 3-mix SDRi on the
 shared lists): unsupervised 5.29 / 4.92 dB (684 s of training; a run before
 the SI-SNR fix above gave 5.89 / 5.42 dB), supervised 4.09 / 3.03 dB (235 s).
+The unsupervised figures predate the critic encoding each spectrum once per
+step, which also halved the spectral norms' power-iteration steps per step
+(not re-measured).
 The unsupervised run's validation SDRi was 3.00 dB at step 700, when both
 loss weights grew tenfold.
 """
