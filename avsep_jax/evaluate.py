@@ -198,7 +198,7 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
                                    per_combination=per_combination, class_subset=subset)
   options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
-                            frame_size=d.frame_size)
+                            frame_size=d.frame_size, frame_rate=d.frame_rate)
   graphdef, state = nnx.split(model)
   config_json = config.to_json()
   devices = jax.device_count()

@@ -302,8 +302,10 @@ def seco_loss(model, outputs: dict, features: dict, batch: dict, *, mask: str,
     n = valid.shape[1]
     shift = lambda x: jnp.stack([jnp.roll(x[:, k], -k, axis=0) for k in range(n)], axis=1)
     sources, crops, remix_valid = shift(separated), shift(batch["crops"]), shift(valid)
+    track = outputs.get("motion_track")                               # own motion too
+    track = None if track is None else shift(track)
     remixed = sources.sum(1)                                            # [B, F, T]
-    _, logits = model.separate(remixed, crops, remix_valid)
+    _, logits = model.separate(remixed, crops, remix_valid, track)
     target = jax.lax.stop_gradient(masks_lib.ratio_mask(sources, remixed[:, None], 1.0))
     per_bin = jnp.abs(jax.nn.sigmoid(logits) - target)
     if weighted:

@@ -300,15 +300,20 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
   """
   loss_cfg = config.train.loss
   volume_range = tuple(config.train.volume_range)
+  crop_dropout = config.train.crop_dropout
   groups = source_count_groups(config)
 
   def batch_loss(model, batch, rng, step):
     sources = batch["sources"]
-    gain_key, loss_key = jax.random.split(rng)
+    gain_key, loss_key, crop_key = jax.random.split(rng, 3)
     if volume_range:  # SoP's training gain per source, then clipped as audio
       gain = jax.random.uniform(gain_key, sources.shape[:2] + (1,), sources.dtype,
                                 *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
+    if crop_dropout:  # blank crops: the model must find the source from its frames
+      blank = jax.random.bernoulli(crop_key, crop_dropout, sources.shape[:2])
+      crops = batch["crops"]
+      batch = dict(batch, crops=jnp.where(blank[..., None, None, None], 0.0, crops))
     shares, _, features = front_end(config, sources, batch["source_mask"])
     align = loss_cfg.alignment_weight
     outputs = model(model_inputs(batch, features["mix_mag"],
@@ -469,7 +474,7 @@ def train_iterator(config: ml_collections.ConfigDict):
   options = data.MixOptions(num_mix=d.num_mix, min_mix=d.min_mix or None, batch_counts=counts,
                             segment_length=d.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
-                            frame_size=d.frame_size)
+                            frame_size=d.frame_size, frame_rate=d.frame_rate)
   ds = data.train_dataset(source, index, options,
                           batch_size=local_batch,
                           seed=config.seed, shard_index=jax.process_index(),

@@ -70,6 +70,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.dataset.crop_size = {"cpu": 64, "full": 224, "tiny": 32}[size]
   c.dataset.num_frames = 0        # frames per source for frame-based systems (SoP full: 3)
   c.dataset.frame_size = 224
+  # > 0: that many frames per second of each segment instead of num_frames, so
+  # training segments and longer evaluation windows see frames equally spaced.
+  c.dataset.frame_rate = 0.0
   c.dataset.num_workers = {"cpu": 1, "full": 8, "tiny": 0}[size]  # grain worker processes
   # Decoded training examples kept per worker process (MB; 0: none): the
   # embedded dataset's train split (~460 MB decoded) then is read and parsed once.
@@ -110,6 +113,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # a module it unfreezes ramps up over `warmup` steps (`train.stage_schedule`).
   c.train.stages = ()
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
+  # Probability that a training source's object crop is blanked (zeros after
+  # normalisation), so the model must also use its frames (SeCo's motion track).
+  c.train.crop_dropout = 0.0
   c.train.loss = config_dict.ConfigDict()
   c.train.loss.name = "mask"      # 'mask' (losses.mask_loss) or 'ial' (losses.ial_loss)
   c.train.loss.step_weights = (1.0,)

@@ -259,6 +259,25 @@ def test_a_duet_example_reads_as_a_mixture_of_its_own_sources(tiny_data_dir):
   assert np.abs(batch["frames"][0] - batch["frames"][1]).mean() > 0.1
 
 
+def test_a_frame_rate_keeps_the_frames_spacing_for_any_segment_length(train_split):
+  split, _ = train_split
+  assert data.frame_count(SEGMENT, 3) == 3
+  assert data.frame_count(SEGMENT, 3, frame_rate=4.0) == 12        # 2.97 s at 4 fps
+  assert data.frame_count(2 * SEGMENT + 1, 3, frame_rate=4.0) == 24
+  fps = float(split[0]["fps"])                                    # the tiny build's 4 fps
+  spec = data.MixtureSpec((0,), (0,))
+  for length in (SEGMENT // 2, SEGMENT):
+    options = data.MixOptions(num_mix=1, segment_length=length, crop_size=32, frame_size=40,
+                              frame_rate=fps)
+    frames = mixtures.finish(options.read(split, spec))["frames"]
+    count = round(length / 11025 * fps)
+    assert frames.shape == (1, count, 40, 40, 3)
+    # At the stored rate, each frame of the segment once, in order.
+    stored = np.stack([mixtures._resize(mixtures._decode(split[0]["frames"][k], "frame"), 40)
+                       for k in range(count)])
+    np.testing.assert_allclose(frames[0], mixtures.normalise_images(stored), atol=1e-6)
+
+
 def test_a_multi_label_example_without_its_sources_is_an_error(train_split):
   split, _ = train_split
   example = dict(split[0])

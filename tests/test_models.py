@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from avsep_jax import data
 from avsep_jax import models
 from avsep_jax.audio import masks as masks_lib
 from configs import coseparation
@@ -34,8 +35,9 @@ def _inputs(b, n, bins, frames, crop, num_frames=0):
 def test_tiny_models_output_shapes(name, num_mix):
   config = CONFIGS[name].get_config("tiny")
   model = models.build_model(config.model, rngs=nnx.Rngs(0))
-  out = model(_inputs(2, num_mix, config.audio.warp_bins, 32, config.dataset.crop_size,
-                      config.dataset.num_frames))
+  d = config.dataset
+  num_frames = data.frame_count(d.segment_length, d.num_frames, d.frame_rate)
+  out = model(_inputs(2, num_mix, config.audio.warp_bins, 32, d.crop_size, num_frames))
   steps = 1 + config.model.get("refine_steps", 0)
   assert out["mask_logits"].shape == (steps, 2, num_mix, config.audio.warp_bins, 32)
   assert np.isfinite(np.asarray(out["mask_logits"])).all()
@@ -52,7 +54,8 @@ def test_config_sized_models_shapes_and_sizes(name, size):
   d = config.dataset
   frames = 1 + d.segment_length // config.audio.hop_length
   model = nnx.eval_shape(lambda: models.build_model(config.model, rngs=nnx.Rngs(0)))
-  inputs = _inputs(2, 2, config.audio.warp_bins, frames, d.crop_size, d.num_frames)
+  inputs = _inputs(2, 2, config.audio.warp_bins, frames, d.crop_size,
+                   data.frame_count(d.segment_length, d.num_frames, d.frame_rate))
   out = nnx.eval_shape(lambda m, x: m(x), model, inputs)
   steps = 1 + config.model.get("refine_steps", 0)
   assert out["mask_logits"].shape == (steps, 2, 2, config.audio.warp_bins, frames)
@@ -248,3 +251,22 @@ def test_class_masks_mix_class_channels_by_the_classifier_s_probabilities():
   out = model(inputs)
   np.testing.assert_allclose(jax.nn.sigmoid(out["mask_logits"][0, :, 0]), class_masks[..., 3],
                              rtol=1e-4, atol=1e-5)
+
+
+def test_film_varying_over_time_broadcasts_over_frequency_only():
+  net = models.AudioUNet(1, 1, ngf=4, num_levels=3, max_channels=8, norm="group",
+                         norm_groups=4, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(0), (2, 16, 8, 1))
+  skips = net.encode(x)
+  keys = iter(jax.random.split(jax.random.key(1), 12))
+  film = [(jax.random.normal(next(keys), (2, c)), jax.random.normal(next(keys), (2, c)))
+          for c in net.up_channels()]
+  per_time = [tuple(jnp.broadcast_to(v[:, None], (2, 8 // 2**i, v.shape[-1])) for v in gb)
+              for i, gb in enumerate(film)]
+  np.testing.assert_allclose(net.decode(skips, film=per_time), net.decode(skips, film=film),
+                             rtol=1e-5, atol=1e-6)
+  # A change at the outermost level's last time frame moves only that frame's output.
+  moved = list(per_time)
+  moved[0] = (per_time[0][0].at[:, -1].add(1.0), per_time[0][1])
+  diff = np.abs(np.asarray(net.decode(skips, film=moved) - net.decode(skips, film=per_time)))
+  assert diff[:, :, :-1].max() == 0 and diff[:, :, -1].max() > 0

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from avsep_jax import data
 from avsep_jax import evaluate
 from avsep_jax import train
 from configs import coseparation
@@ -42,8 +43,9 @@ def synthetic_batch(config, batch_size, seed=0):
            "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)).astype(np.float32),
            "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
            "source_mask": np.ones((batch_size, n), bool)}
-  if d.num_frames:
-    batch["frames"] = rng.normal(size=(batch_size, n, d.num_frames, d.frame_size, d.frame_size,
+  num_frames = data.frame_count(d.segment_length, d.num_frames, d.frame_rate)
+  if num_frames:
+    batch["frames"] = rng.normal(size=(batch_size, n, num_frames, d.frame_size, d.frame_size,
                                        3)).astype(np.float32)
   return batch
 
@@ -421,3 +423,16 @@ def test_binary_masks_threshold_and_the_argmax_rule():
   # A padded source never wins a bin.
   np.testing.assert_array_equal(binary([False, True, True], True),
                                 [[0, 0, 0], [1, 0, 1], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 1.0])
+def test_crop_dropout_blanks_the_training_crops(dropout):
+  config = coseparation.get_config("tiny")
+  config.train.crop_dropout = dropout
+  batch = synthetic_batch(config, 2)
+  other = dict(batch, crops=batch["crops"][::-1] * 2.0)
+  graphdef, state, schedules = train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  loss = lambda b: float(step(state, b, jax.random.key(0))[1]["loss"])
+  # All crops blanked: the crops cannot matter; none blanked: they do.
+  assert (loss(batch) == loss(other)) == (dropout == 1.0)

@@ -8,6 +8,7 @@ from avsep_jax.data.pipeline import batch_source_counts
 from avsep_jax.data.pipeline import eval_dataset
 from avsep_jax.data.pipeline import eval_list_path
 from avsep_jax.data.pipeline import eval_mixture_list
+from avsep_jax.data.pipeline import frame_count
 from avsep_jax.data.pipeline import MixOptions
 from avsep_jax.data.pipeline import multi_source_specs
 from avsep_jax.data.pipeline import train_dataset

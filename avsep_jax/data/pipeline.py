@@ -48,12 +48,30 @@ class MixOptions:
   crop_size: int = 224
   num_frames: int = 3       # frames per source, spread over the segment (0: crops only)
   frame_size: int = 224
+  frame_rate: float = 0.0   # > 0: frames per second of segment instead of num_frames
+  sample_rate: int = 11025
+
+  @property
+  def frames_per_source(self) -> int:
+    return frame_count(self.segment_length, self.num_frames, self.frame_rate, self.sample_rate)
 
   def read(self, source, spec: mixtures.MixtureSpec) -> dict[str, np.ndarray]:
     """Compact arrays (`mixtures.read_mixture`); `mixtures.finish` makes the batch."""
     return mixtures.read_mixture(source, spec, segment_length=self.segment_length,
-                                 crop_size=self.crop_size, num_frames=self.num_frames,
-                                 frame_size=self.frame_size)
+                                 crop_size=self.crop_size, num_frames=self.frames_per_source,
+                                 frame_size=self.frame_size, sample_rate=self.sample_rate)
+
+
+def frame_count(segment_length: int, num_frames: int, frame_rate: float = 0.0,
+                sample_rate: int = 11025) -> int:
+  """Frames per source: `num_frames`, or with `frame_rate` > 0 that many per second.
+
+  A rate keeps the frames' spacing in time the same for training segments
+  and longer evaluation windows, which models reading motion need.
+  """
+  if frame_rate > 0:
+    return max(1, round(segment_length / sample_rate * frame_rate))
+  return num_frames
 
 
 def batch_source_counts(min_mix: int, num_mix: int, batch_size: int) -> tuple[int, ...]:

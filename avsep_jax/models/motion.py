@@ -1,4 +1,8 @@
-"""A 3-D ResNet over short frame clips: the motion (content) stream of MTSC.
+"""Motion streams over short frame clips.
+
+`FrameTrack`: per-frame features that keep their time axis (SeCo's motion
+conditioning). `ResNet3D`: a 3-D ResNet pooled to one vector, the motion
+(content) stream of MTSC.
 
 Layout of Hara et al.'s 3-D ResNets (`generate_model(depth)`, the one MTSC
 loads): a stem conv (7x7x7, stride 1 in time and 2 in space, then 3x3x3 max
@@ -15,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.models import layers
+from avsep_jax.models import visual as visual_lib
 
 BLOCKS = ("basic", "bottleneck")
 
@@ -141,3 +146,43 @@ class ResNet3D(nnx.Module):
       for b in stage:
         x = b(x)
     return x.mean(axis=(1, 2, 3))
+
+
+class FrameTrack(nnx.Module):
+  """Per-frame motion features: clips `[M, K, H, W, 3]` -> `[M, K, out_dim]`.
+
+  Each frame is encoded together with its difference from the previous frame
+  (zero for the first), so a 2-D net sees what moved; residual 1-D convs over
+  the K frames then relate neighbouring frames. Unlike `ResNet3D`'s pooled
+  vector the output keeps its time axis: conditioning can follow *when* a
+  player moves (a bow stroke, a note onset), which does not depend on what
+  the instrument looks like.
+  """
+
+  def __init__(self, out_dim: int, *, frame_net: dict | None = None, temporal_kernel: int = 3,
+               temporal_layers: int = 2, rngs: nnx.Rngs):
+    """Builds the track.
+
+    Args:
+      out_dim: features per frame.
+      frame_net: `VisualEncoder` arguments of the per-frame net (6 input
+        channels: the frame and its difference).
+      temporal_kernel: frames each 1-D conv spans.
+      temporal_layers: residual 1-D conv layers.
+    """
+    self.frame_net = visual_lib.VisualEncoder(out_dim, in_channels=6, **(frame_net or {}),
+                                              rngs=rngs)
+    self.temporal = nnx.List([
+        nnx.Conv(out_dim, out_dim, (temporal_kernel,), padding="SAME", rngs=rngs)
+        for _ in range(temporal_layers)])
+
+  def __call__(self, clips):
+    if clips.ndim != 5:
+      raise ValueError(f"frame track input {clips.shape}: expected [M, K, H, W, C] clips")
+    moved = jnp.concatenate([jnp.zeros_like(clips[:, :1]), jnp.diff(clips, axis=1)], axis=1)
+    x = jnp.concatenate([clips, moved], axis=-1)
+    m, k = x.shape[:2]
+    h = self.frame_net(x.reshape((m * k, 1) + x.shape[2:])).reshape(m, k, -1)
+    for conv in self.temporal:
+      h = h + conv(jax.nn.relu(h))
+    return h
