@@ -453,7 +453,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def train_iterator(config: ml_collections.ConfigDict):
   """This process's share of the training stream (a checkpointable grain iterator)."""
   d = config.dataset
-  data.prepare_dataset(d.name, d.data_dir)
+  data.prepare_dataset(d.name, d.data_dir, manual_dir=d.manual_dir)
   source, index = data.open_indexed_split(d.name, d.train_split, d.data_dir)
   if d.cache_mb:
     source = data.CachedSource(source, d.cache_mb << 20)

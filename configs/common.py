@@ -55,6 +55,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.dataset.name = {"cpu": "synthetic_music/small", "full": "music",
                     "tiny": "synthetic_music/tiny"}[size]
   c.dataset.data_dir = config_dict.placeholder(str)  # None: TFDS's ~/tensorflow_datasets
+  # Your downloaded recordings, for datasets built from them (music/...); read
+  # once, when the dataset is first prepared under data_dir.
+  c.dataset.manual_dir = config_dict.placeholder(str)
   c.dataset.train_split = "train"
   c.dataset.validation_split = "validation"
   c.dataset.test_split = "test"

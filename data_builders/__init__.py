@@ -4,4 +4,5 @@
     tfds.builder("synthetic_music/small", data_dir=...).download_and_prepare()
 """
 
+from data_builders import music  # registers "music"
 from data_builders import synthetic_music  # registers "synthetic_music"

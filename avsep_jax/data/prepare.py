@@ -1,6 +1,8 @@
 """Builds a registered TFDS dataset when it is not prepared yet (safe with several processes).
 
     python -m avsep_jax.data.prepare --dataset=synthetic_music/small [--data_dir=DIR]
+    python -m avsep_jax.data.prepare --dataset=music/music21 --manual_dir=~/MUSIC \
+        [--max_examples=N] [--strict]
 
 The entry points call `prepare_dataset` before reading, so a fresh machine
 builds the embedded dataset on first use. TFDS writes into a temporary folder
@@ -38,14 +40,24 @@ def _file_lock(path: pathlib.Path):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None):
+# Builders of users' downloaded data: they read a manual_dir and take `strict`.
+MANUAL_BUILDERS = ("music",)
+
+
+def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None,
+                    manual_dir: str | None = None, max_examples: int | None = None,
+                    strict: bool = False):
   """Returns the TFDS builder of `name` (e.g. "synthetic_music/small"), built if needed.
 
   Args:
     name: a registered dataset, optionally with `/config`.
     data_dir: TFDS data_dir (default: TFDS's own).
-    num_workers: processes for builders that take them (synthetic_music);
-      default: the CPU's cores.
+    num_workers: processes that make or decode examples; default: the CPU's cores.
+    manual_dir: the folder of the user's downloaded data (builders of
+      `MANUAL_BUILDERS`; default: TFDS's `<data_dir>/downloads/manual`).
+    max_examples: at most this many examples per split (a quick trial build).
+    strict: stop at the first file a builder of downloaded data cannot use,
+      instead of skipping it and listing it in the build's `build_report.tsv`.
 
   Raises:
     ValueError: the dataset name is not registered.
@@ -53,7 +65,10 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import data_builders  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
   data_dir = data_dir or default_data_dir()
-  kwargs = {"num_workers": num_workers} if name.split("/")[0] == "synthetic_music" else {}
+  family = name.split("/")[0]
+  kwargs = {"num_workers": num_workers} if family in ("synthetic_music",) + MANUAL_BUILDERS else {}
+  if family in MANUAL_BUILDERS:
+    kwargs["strict"] = strict
   try:
     builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -66,7 +81,13 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     if not builder.is_prepared():
       logging.info("building %s in %s", name, data_dir)
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+          compute_stats=tfds.download.ComputeStatsMode.SKIP,
+          manual_dir=os.path.expanduser(manual_dir) if manual_dir else None,
+          max_examples_per_split=max_examples))
+      skipped = builder.info.metadata.get("bad_files", []) if builder.info.metadata else []
+      if skipped:
+        logging.warning("%s: %d files skipped, listed with reasons in %s", name,
+                        len(skipped), builder.data_path / "build_report.tsv")
   return builder
 
 
@@ -142,14 +163,23 @@ def open_indexed_split(name: str, split: str, data_dir: str | None = None):
 def main(argv):
   del argv
   flag = flags.FLAGS
-  builder = prepare_dataset(flag.dataset, flag.data_dir, num_workers=flag.num_workers)
+  builder = prepare_dataset(flag.dataset, flag.data_dir, num_workers=flag.num_workers,
+                            manual_dir=flag.manual_dir, max_examples=flag.max_examples,
+                            strict=flag.strict)
   print(f"{flag.dataset}: prepared in {builder.data_dir}")
   for split, info in builder.info.splits.items():
     print(f"  {split}: {info.num_examples} examples")
+  skipped = builder.info.metadata.get("bad_files", []) if builder.info.metadata else []
+  if skipped:
+    print(f"  {len(skipped)} files skipped: see {builder.data_path / 'build_report.tsv'}")
 
 
 if __name__ == "__main__":  # flags only for the command line: importers may define their own
   flags.DEFINE_string("dataset", "synthetic_music/small", "Dataset (name/config) to build.")
   flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own).")
   flags.DEFINE_integer("num_workers", None, "Builder processes (default: the CPU's cores).")
+  flags.DEFINE_string("manual_dir", None, "Folder of your downloaded data (music, ...).")
+  flags.DEFINE_integer("max_examples", None, "At most this many examples per split.")
+  flags.DEFINE_bool("strict", False, "Stop at the first unusable file instead of skipping "
+                    "and reporting it.")
   app.run(main)

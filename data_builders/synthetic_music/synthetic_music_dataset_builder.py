@@ -26,6 +26,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from data_builders import features as features_lib
 from data_builders.synthetic_music import instruments
 from data_builders.synthetic_music import melodies
 from data_builders.synthetic_music import pictures as pictures_lib
@@ -186,23 +187,6 @@ def make_example(plan: ClipPlan) -> tuple[str, dict]:
   }
 
 
-def features() -> tfds.features.FeaturesDict:
-  """The project's example feature spec (DESIGN.md), with this dataset's classes."""
-  jpeg = tfds.features.Tensor(shape=(), dtype=np.object_)  # encoded bytes, decoded by the reader
-  return tfds.features.FeaturesDict({
-      "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
-      "sources": tfds.features.Tensor(shape=(None, None), dtype=np.int16,
-                                      encoding=tfds.features.Encoding.ZLIB),
-      "labels": tfds.features.Sequence(tfds.features.ClassLabel(names=instruments.CLASS_NAMES)),
-      "frames": tfds.features.Sequence(jpeg),
-      "fps": tfds.features.Scalar(dtype=np.float32),
-      "detections": tfds.features.Tensor(shape=(None, 7), dtype=np.float32),
-      "object_crops": tfds.features.Sequence(jpeg),
-      "object_crop_rows": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-      "video_id": tfds.features.Text(),
-  })
-
-
 class SyntheticMusic(tfds.core.GeneratorBasedBuilder):
   """Instrument clips rendered from tunes and a soundfont, with moving instrument pictures."""
 
@@ -220,7 +204,7 @@ class SyntheticMusic(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=features(),
+        features=features_lib.features(instruments.CLASS_NAMES),
         homepage="https://github.com/avsep-jax/avsep_jax",
         description=__doc__.split("\n\n")[1],
     )

@@ -1,0 +1,412 @@
+"""Users' downloaded videos -> examples of the project's feature contract.
+
+The parts every real-data builder shares (`music`; URMP, VGGSound and AudioSet
+reuse them):
+
+- `find_videos`: the recordings in a `manual_dir`, in any of the layouts users
+  have (see `LAYOUTS`);
+- `make_examples`: one recording -> clips of `clip_seconds` (audio resampled
+  to 11025 Hz mono, frames at `fps`, detection rows on the stored frames, one
+  packed object crop per instrument);
+- `BuildReport`: files that cannot be used are counted and listed with the
+  reason (or, with `strict`, stop the build), so a build never lacks examples
+  silently;
+- `assign_splits`: splits from the layout where it has them, else seeded
+  per-class splits of whole recordings (clips of one recording never straddle
+  splits).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import pathlib
+import re
+
+import numpy as np
+from PIL import Image
+
+from data_builders import media
+
+SAMPLE_RATE = media.SAMPLE_RATE
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac")
+
+LAYOUTS = {
+    "videos": "video files `<class>/<id>.mp4` (any of `solo/`, `duet/` or no "
+              "top folder; a duet's folder names its two classes, e.g. "
+              "`duet/acoustic_guitar violin/<id>.mp4`), as the MUSIC JSON lists download",
+    "frames_audio": "extracted `frames/<class>/<id>.mp4/000001.jpg` (at `frames_fps`) and "
+                    "`audio/<class>/<id>.mp3|.wav` (the Sound-of-Pixels / SeCo layout)",
+    "csv": "CSV index files with rows `AUDIO_PATH,FRAMES_PATH,DETECTION_PATH` (the IAL-CMS "
+           "layout): `train.csv`, `val.csv`, `test.csv` give the splits; the class is the "
+           "audio file's folder",
+}
+
+SPLIT_FILES = {"train": "train", "val": "validation", "validation": "validation",
+               "test": "test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSource:
+  """One recording found in `manual_dir`.
+
+  Attributes:
+    video_id: unique id (the file stem, e.g. the YouTube id).
+    labels: its instruments' class names (one for a solo).
+    video: a video file (frames, and the audio when `audio` is None).
+    audio: an audio file.
+    frames_dir: a folder of extracted frames.
+    detections: a detection `.npy` (`[frame_idx, class_id, score, x1, y1, x2, y2]`).
+    split: the split the layout puts it in, or None.
+  """
+  video_id: str
+  labels: tuple[str, ...]
+  video: str | None = None
+  audio: str | None = None
+  frames_dir: str | None = None
+  detections: str | None = None
+  split: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipOptions:
+  """How recordings become examples.
+
+  Attributes:
+    clip_seconds: examples are consecutive clips of this length; a shorter
+      tail is kept when at least `min_seconds` long.
+    min_seconds: recordings (and tails) shorter than this are not used: the
+      default is one 65535-sample evaluation window.
+    fps: stored frame rate.
+    frame_short_side: stored frames are resized to this shorter side (pixels).
+    frames_fps: rate at which extracted frame folders were written.
+    crop_size: longer side of the packed object crops (pixels).
+    detection_fps: rate of the frames the detector ran on (its `frame_idx`);
+      0: `frames_fps` for frame folders, `fps` for videos.
+    detection_index_base: the detector's first frame index (1 when it counted
+      `000001.jpg` as frame 1).
+  """
+  clip_seconds: float = 10.0
+  min_seconds: float = 65535 / SAMPLE_RATE
+  fps: float = 8.0
+  frame_short_side: int = 256
+  frames_fps: float = 8.0
+  crop_size: int = 256
+  detection_fps: float = 0.0
+  detection_index_base: int = 0
+
+
+class BadFile(media.MediaError):
+  """A file of the manual_dir that the build cannot use (named, with the reason)."""
+
+
+@dataclasses.dataclass
+class BuildReport:
+  """Files skipped by a build, each with its reason; `strict` raises at the first."""
+  strict: bool = False
+  bad: list = dataclasses.field(default_factory=list)      # [(path, reason)]
+  notes: list = dataclasses.field(default_factory=list)    # [str]: e.g. listed, not found
+
+  def add(self, error: media.MediaError):
+    if self.strict:
+      raise error
+    self.bad.append((error.path, error.reason))
+
+  def text(self) -> str:
+    lines = [f"# {len(self.bad)} files skipped"]
+    lines += [f"{path}\t{reason}" for path, reason in self.bad]
+    lines += [f"# note: {note}" for note in self.notes]
+    return "\n".join(lines) + "\n"
+
+
+def split_class_names(name: str, class_names) -> tuple[str, ...] | None:
+  """A folder name -> its class names: 'violin', 'acoustic_guitar violin' (a duet), or
+  'acoustic_guitar_violin' (matched against the class list); None if it names none."""
+  known = set(class_names)
+  if name in known:
+    return (name,)
+  parts = name.split()
+  if len(parts) > 1:
+    return tuple(parts) if all(p in known for p in parts) else None
+  # Underscore-joined: try every split point (class names contain underscores).
+  for cut in (m.start() for m in re.finditer("_", name)):
+    left, right = name[:cut], name[cut + 1:]
+    if left in known and right in known:
+      return (left, right)
+  return None
+
+
+def _detection_file(manual_dir: pathlib.Path, video_id: str, stem_with_ext: str):
+  for folder in ("detections", "detection_results"):
+    for name in (f"{stem_with_ext}.npy", f"{video_id}.npy"):
+      path = manual_dir / folder / name
+      if path.exists():
+        return str(path)
+  return None
+
+
+def find_videos(manual_dir, class_names, report: BuildReport) -> list[VideoSource]:
+  """The recordings under `manual_dir` (any layout of `LAYOUTS`), sorted by id.
+
+  Folders whose name is not a class (or a duet of classes) of `class_names`
+  are noted in `report.notes` and skipped. Detection files are looked up in
+  `manual_dir/detections/` (or `detection_results/`) as `<id>.npy` or
+  `<id>.mp4.npy` unless the CSV names them.
+
+  Raises:
+    ValueError: `manual_dir` is missing or holds no layout this reads.
+  """
+  root = pathlib.Path(manual_dir)
+  if not root.is_dir():
+    raise ValueError(f"manual_dir {root} does not exist; see the dataset's download "
+                     "instructions in README.md")
+  found: dict[str, VideoSource] = {}
+  ignored = set()
+
+  def add(source: VideoSource):
+    if source.video_id in found:
+      report.notes.append(f"{source.video_id}: found twice; kept the first")
+      return
+    found[source.video_id] = source
+
+  csvs = sorted(p for p in root.glob("*.csv") if p.stem.lower() in SPLIT_FILES)
+  for path in csvs:
+    split = SPLIT_FILES[path.stem.lower()]
+    with open(path, newline="") as handle:
+      for line_no, row in enumerate(csv.reader(handle), 1):
+        if not row or row[0].strip().upper() == "AUDIO_PATH":
+          continue
+        if len(row) < 2:
+          report.add(BadFile(f"{path}:{line_no}", "expected AUDIO_PATH,FRAMES_PATH"
+                                                  "[,DETECTION_PATH]"))
+          continue
+        audio, frames = (root / row[0].strip()), (root / row[1].strip())
+        labels = split_class_names(audio.parent.name, class_names)
+        if labels is None:
+          ignored.add(audio.parent.name)
+          continue
+        det = row[2].strip() if len(row) > 2 and row[2].strip() else None
+        add(VideoSource(frames.name.split(".")[0], labels, audio=str(audio),
+                        frames_dir=str(frames), detections=str(root / det) if det else None,
+                        split=split))
+
+  frames_root, audio_root = root / "frames", root / "audio"
+  if not csvs and frames_root.is_dir() and audio_root.is_dir():
+    for class_dir in sorted(p for p in frames_root.iterdir() if p.is_dir()):
+      labels = split_class_names(class_dir.name, class_names)
+      if labels is None:
+        ignored.add(class_dir.name)
+        continue
+      for frames in sorted(p for p in class_dir.iterdir() if p.is_dir()):
+        video_id = frames.name.split(".")[0]
+        audios = [audio_root / class_dir.name / f"{video_id}{s}" for s in AUDIO_SUFFIXES]
+        audio = next((a for a in audios if a.exists()), None)
+        if audio is None:
+          report.add(BadFile(frames, f"no audio file audio/{class_dir.name}/{video_id}.mp3 "
+                                     "(or .wav, ...)"))
+          continue
+        add(VideoSource(video_id, labels, audio=str(audio), frames_dir=str(frames),
+                        detections=_detection_file(root, video_id, frames.name)))
+
+  if not csvs and not frames_root.is_dir():
+    tops = [root / "solo", root / "duet"] if any(
+        (root / t).is_dir() for t in ("solo", "duet")) else [root]
+    for top in (t for t in tops if t.is_dir()):
+      for class_dir in sorted(p for p in top.iterdir() if p.is_dir()):
+        labels = split_class_names(class_dir.name, class_names)
+        if labels is None:
+          ignored.add(class_dir.name)
+          continue
+        for video in sorted(p for p in class_dir.iterdir()
+                            if p.suffix.lower() in VIDEO_SUFFIXES):
+          add(VideoSource(video.stem, labels, video=str(video),
+                          detections=_detection_file(root, video.stem, video.name)))
+
+  for name in sorted(ignored):
+    report.notes.append(f"folder {name!r} is not a class of this dataset; skipped")
+  if not found and not report.bad:
+    raise ValueError(f"manual_dir {root} holds no recordings in a layout this builder reads:\n"
+                     + "\n".join(f"  - {k}: {v}" for k, v in LAYOUTS.items()))
+  return [found[k] for k in sorted(found)]
+
+
+def assign_splits(videos: list[VideoSource], fractions: dict[str, float],
+                  seed: int) -> dict[str, list[VideoSource]]:
+  """`{split: videos}`: the layout's splits where every video has one, else per
+  class (the labels' tuple) a seeded shuffle cut by `fractions` (each split
+  gets at least one recording of a class with enough of them)."""
+  if videos and all(v.split for v in videos):
+    out = {}
+    for v in videos:
+      out.setdefault(v.split, []).append(v)
+    return out
+  out = {name: [] for name in fractions}
+  by_class: dict[tuple, list] = {}
+  for v in videos:
+    by_class.setdefault(v.labels, []).append(v)
+  names = list(fractions)
+  weights = np.asarray([fractions[n] for n in names], np.float64)
+  for labels in sorted(by_class):
+    group = by_class[labels]
+    order = np.random.default_rng([seed, *map(ord, "|".join(labels))]).permutation(len(group))
+    counts = np.floor(weights / weights.sum() * len(group)).astype(int)
+    counts[(counts == 0) & (weights > 0)] = 1     # every split gets one of each class ...
+    while counts.sum() > len(group):               # ... as far as there are enough
+      k = int(np.argmax(counts)) if counts[0] <= 1 else 0
+      counts[k] -= 1
+    counts[0] += len(group) - counts.sum()         # the rest to the first (train)
+    start = 0
+    for name, count in zip(names, counts):
+      out[name].extend(group[i] for i in order[start:start + count])
+      start += count
+  return {k: sorted(v, key=lambda x: x.video_id) for k, v in out.items()}
+
+
+def load_detections(path) -> np.ndarray:
+  """A detection `.npy`: float32 `[M, 7]` rows `[frame_idx, class_id, score, x1, y1, x2, y2]`.
+
+  Never unpickles. Raises `BadFile` for a missing or unreadable file, the
+  wrong shape, non-finite values or boxes with x2 < x1 or y2 < y1.
+  """
+  try:
+    rows = np.load(path, allow_pickle=False)
+  except FileNotFoundError as e:
+    raise BadFile(path, "detection file is missing") from e
+  except (ValueError, OSError) as e:
+    raise BadFile(path, f"cannot read detection array ({e})") from e
+  if rows.size == 0:
+    return np.zeros((0, 7), np.float32)
+  if rows.ndim != 2 or rows.shape[1] != 7:
+    raise BadFile(path, f"detection array has shape {rows.shape}; expected [M, 7] rows "
+                        "[frame_idx, class_id, score, x1, y1, x2, y2]")
+  rows = rows.astype(np.float32)
+  if not np.isfinite(rows).all():
+    raise BadFile(path, "detection array has non-finite values")
+  if (rows[:, 5] < rows[:, 3]).any() or (rows[:, 6] < rows[:, 4]).any():
+    raise BadFile(path, "detection array has boxes with x2 < x1 or y2 < y1")
+  return rows
+
+
+def _boxes_per_frame(rows, label_ids, count: int, scale, stored_size, source_rate: float,
+                     fps: float, base: int, what: str) -> np.ndarray:
+  """Detector rows -> rows on the stored frames `0..count-1`, `class_id` = our label.
+
+  Per stored frame and label: the best-scoring box whose class is the label;
+  if the detector's classes are not ours (no row of the label anywhere), the
+  best box of any class for a solo, or for a duet the two best boxes ordered
+  left to right (the labels' order). No rows at all: the whole frame (solo)
+  or its halves (duet), score 0.
+  """
+  width, height = stored_size
+  out = []
+  if len(rows):
+    times = (rows[:, 0] - base) / source_rate
+    frame_of = np.round(times * fps).astype(int)
+    boxes = rows[:, 3:7] * np.asarray([scale[0], scale[1], scale[0], scale[1]], np.float32)
+    boxes = np.clip(boxes, 0, [width, height, width, height])
+    own = {lab: rows[:, 1].astype(int) == lab for lab in label_ids}
+    for k in range(count):
+      here = frame_of == k
+      if not here.any():
+        continue
+      if all(own[lab].any() for lab in label_ids):
+        for lab in label_ids:
+          pick = np.flatnonzero(here & own[lab])
+          if len(pick):
+            best = pick[np.argmax(rows[pick, 2])]
+            out.append([k, lab, rows[best, 2], *boxes[best]])
+        continue
+      pick = np.flatnonzero(here)
+      top = pick[np.argsort(-rows[pick, 2])[:len(label_ids)]]
+      if len(top) < len(label_ids):
+        continue
+      top = top[np.argsort(boxes[top, 0])]          # left to right
+      out.extend([k, lab, rows[i, 2], *boxes[i]] for lab, i in zip(label_ids, top))
+    if not out:
+      raise BadFile(what, "no detection row falls on a stored frame (check detection_fps "
+                          "and detection_index_base)")
+    return np.asarray(out, np.float32)
+  halves = [(0, width)] if len(label_ids) == 1 else [(0, width / 2), (width / 2, width)]
+  for k in range(count):
+    out.extend([k, lab, 0.0, x1, 0, x2, height] for lab, (x1, x2) in zip(label_ids, halves))
+  return np.asarray(out, np.float32).reshape(-1, 7)
+
+
+def _crop(jpeg: bytes, box, size: int) -> bytes:
+  image = Image.open(io.BytesIO(jpeg)).convert("RGB")
+  x1, y1, x2, y2 = (int(round(v)) for v in box)
+  crop = image.crop((x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
+  crop.thumbnail((size, size), Image.BILINEAR)
+  return media.encode_jpeg(crop)
+
+
+def make_examples(video: VideoSource, options: ClipOptions, class_names
+                  ) -> list[tuple[str, dict]]:
+  """One recording -> `(key, example)` for each of its clips.
+
+  Raises:
+    media.MediaError: an undecodable or truncated file, no audio or video
+      stream, audio shorter than `options.min_seconds`, or a bad detection
+      file (`BadFile`).
+  """
+  label_ids = [list(class_names).index(name) for name in video.labels]
+  audio_path = video.audio or video.video
+  audio = media.read_audio(audio_path)
+  seconds = len(audio) / SAMPLE_RATE
+  if seconds < options.min_seconds:
+    raise BadFile(audio_path, f"audio is {seconds:.2f} s, shorter than the "
+                              f"{options.min_seconds:.2f} s a clip needs")
+  if video.frames_dir:
+    frames = media.read_frame_folder(video.frames_dir, options.fps, options.frames_fps,
+                                     options.frame_short_side)
+    source_rate = options.detection_fps or options.frames_fps
+  else:
+    frames = media.read_video_frames(video.video, options.fps, options.frame_short_side)
+    source_rate = options.detection_fps or options.fps
+  scale = (frames.stored_size[0] / frames.source_size[0],
+           frames.stored_size[1] / frames.source_size[1])
+  rows = load_detections(video.detections) if video.detections else np.zeros((0, 7))
+  boxes = _boxes_per_frame(rows, label_ids, len(frames.jpegs), scale, frames.stored_size,
+                           source_rate, options.fps, options.detection_index_base,
+                           video.detections or video.video_id)
+  clip_len = int(round(options.clip_seconds * SAMPLE_RATE))
+  min_len = int(np.ceil(options.min_seconds * SAMPLE_RATE))
+  examples = []
+  for index, start in enumerate(range(0, len(audio), clip_len)):
+    clip = audio[start:start + clip_len]
+    if len(clip) < min_len:
+      break
+    first = int(round(start / SAMPLE_RATE * options.fps))
+    stop = min(len(frames.jpegs), int(round((start + len(clip)) / SAMPLE_RATE * options.fps)))
+    if stop <= first:
+      break                                   # the video ends before the audio
+    det = boxes[(boxes[:, 0] >= first) & (boxes[:, 0] < stop)].copy()
+    det[:, 0] -= first
+    crops, crop_rows = [], []
+    for lab in label_ids:
+      mine = np.flatnonzero(det[:, 1] == lab)
+      if len(mine):
+        best = mine[np.argmax(det[mine, 2])]
+        crops.append(_crop(frames.jpegs[first + int(det[best, 0])], det[best, 3:], options.crop_size))
+        crop_rows.append(best)
+    key = f"{video.video_id}_{index:03d}"
+    examples.append((key, {
+        "audio": clip,
+        "sources": np.zeros((0, len(clip)), np.int16),
+        "labels": label_ids,
+        "frames": frames.jpegs[first:stop],
+        "fps": np.float32(options.fps),
+        "detections": det,
+        "object_crops": crops,
+        "object_crop_rows": np.asarray(crop_rows, np.int32),
+        "video_id": key,
+    }))
+  return examples
+
+
+def write_split_file(path, splits: dict[str, list[str]]) -> None:
+  """The recording ids of each split as JSON `{split: [video_id, ...]}`."""
+  pathlib.Path(path).write_text(json.dumps(splits, indent=1) + "\n")
