@@ -6,3 +6,4 @@
 
 from data_builders import music  # registers "music"
 from data_builders import synthetic_music  # registers "synthetic_music"
+from data_builders import urmp  # registers "urmp"

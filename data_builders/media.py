@@ -94,9 +94,17 @@ class _Encoder:
   def __init__(self, short_side: int):
     self.short_side, self.source_size, self.stored_size = short_side, None, None
 
-  def __call__(self, image: Image.Image) -> bytes:
-    self.source_size = image.size
-    image = resize_short_side(image, self.short_side)
+  def __call__(self, image) -> bytes:
+    """A PIL image, or a PyAV video frame (scaled by FFmpeg before conversion)."""
+    if isinstance(image, Image.Image):
+      self.source_size = image.size
+      image = resize_short_side(image, self.short_side)
+    else:
+      self.source_size = (image.width, image.height)
+      scale = self.short_side / min(self.source_size) if self.short_side else 1.0
+      image = image.reformat(width=max(1, round(image.width * scale)),
+                             height=max(1, round(image.height * scale)),
+                             format="rgb24").to_image()
     self.stored_size = image.size
     return encode_jpeg(image)
 
@@ -132,10 +140,10 @@ def read_video_frames(path, fps: float, short_side: int = 0) -> Frames:
           if previous is not None and target - previous[0] < t - target:
             jpegs.append(previous[1])
           else:
-            current = current or encode(frame.to_image())
+            current = current or encode(frame)
             jpegs.append(current)
         if current is None and (len(jpegs) + 1) / fps - t < 1 / native:
-          current = encode(frame.to_image())   # may be the nearest to the next target
+          current = encode(frame)   # may be the nearest to the next target
         previous = (t, current) if current is not None else previous
     except av.error.FFmpegError as e:
       raise MediaError(path, f"video stops decoding after {len(jpegs)} frames ({e})") from e

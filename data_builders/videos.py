@@ -61,6 +61,9 @@ class VideoSource:
     frames_dir: a folder of extracted frames.
     detections: a detection `.npy` (`[frame_idx, class_id, score, x1, y1, x2, y2]`).
     split: the split the layout puts it in, or None.
+    stems: one audio file per label, in the labels' order (ensembles with
+      separately recorded parts, e.g. URMP): the clip's `sources`, and their
+      sum its `audio`.
   """
   video_id: str
   labels: tuple[str, ...]
@@ -69,6 +72,7 @@ class VideoSource:
   frames_dir: str | None = None
   detections: str | None = None
   split: str | None = None
+  stems: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,23 +238,24 @@ def find_videos(manual_dir, class_names, report: BuildReport) -> list[VideoSourc
 
 
 def assign_splits(videos: list[VideoSource], fractions: dict[str, float],
-                  seed: int) -> dict[str, list[VideoSource]]:
+                  seed: int, by_class: bool = True) -> dict[str, list[VideoSource]]:
   """`{split: videos}`: the layout's splits where every video has one, else per
-  class (the labels' tuple) a seeded shuffle cut by `fractions` (each split
-  gets at least one recording of a class with enough of them)."""
+  class (the labels' tuple; with `by_class` False, all videos as one group) a
+  seeded shuffle cut by `fractions` (each split gets at least one recording of
+  a group with enough of them)."""
   if videos and all(v.split for v in videos):
     out = {}
     for v in videos:
       out.setdefault(v.split, []).append(v)
     return out
   out = {name: [] for name in fractions}
-  by_class: dict[tuple, list] = {}
+  groups: dict[tuple, list] = {}
   for v in videos:
-    by_class.setdefault(v.labels, []).append(v)
+    groups.setdefault(v.labels if by_class else (), []).append(v)
   names = list(fractions)
   weights = np.asarray([fractions[n] for n in names], np.float64)
-  for labels in sorted(by_class):
-    group = by_class[labels]
+  for labels in sorted(groups):
+    group = groups[labels]
     order = np.random.default_rng([seed, *map(ord, "|".join(labels))]).permutation(len(group))
     counts = np.floor(weights / weights.sum() * len(group)).astype(int)
     counts[(counts == 0) & (weights > 0)] = 1     # every split gets one of each class ...
@@ -294,45 +299,57 @@ def _boxes_per_frame(rows, label_ids, count: int, scale, stored_size, source_rat
                      fps: float, base: int, what: str) -> np.ndarray:
   """Detector rows -> rows on the stored frames `0..count-1`, `class_id` = our label.
 
-  Per stored frame and label: the best-scoring box whose class is the label;
-  if the detector's classes are not ours (no row of the label anywhere), the
-  best box of any class for a solo, or for a duet the two best boxes ordered
-  left to right (the labels' order). No rows at all: the whole frame (solo)
-  or its halves (duet), score 0.
+  Per stored frame: when the detector's classes are ours (every label has
+  rows somewhere), each label's best m boxes (m: how often the label occurs,
+  e.g. two violins), left to right; otherwise the recording's number of best
+  boxes of any class, left to right, given to the labels in their order (a
+  solo: the best box). No rows at all: the whole frame, or for several
+  players equal vertical strips left to right, score 0.
   """
   width, height = stored_size
+  n = len(label_ids)
+  if not len(rows):
+    strips = [(width * i / n, width * (i + 1) / n) for i in range(n)]
+    return np.asarray([[k, lab, 0.0, x1, 0, x2, height] for k in range(count)
+                       for lab, (x1, x2) in zip(label_ids, strips)], np.float32).reshape(-1, 7)
+  frame_of = np.round((rows[:, 0] - base) / source_rate * fps).astype(int)
+  boxes = rows[:, 3:7] * np.asarray([scale[0], scale[1], scale[0], scale[1]], np.float32)
+  boxes = np.clip(boxes, 0, [width, height, width, height])
+  classes = rows[:, 1].astype(int)
+  class_aware = all((classes == lab).any() for lab in label_ids)
+  best_first = lambda idx: idx[np.argsort(-rows[idx, 2], kind="stable")]
+  left_to_right = lambda idx: idx[np.argsort(boxes[idx, 0], kind="stable")]
   out = []
-  if len(rows):
-    times = (rows[:, 0] - base) / source_rate
-    frame_of = np.round(times * fps).astype(int)
-    boxes = rows[:, 3:7] * np.asarray([scale[0], scale[1], scale[0], scale[1]], np.float32)
-    boxes = np.clip(boxes, 0, [width, height, width, height])
-    own = {lab: rows[:, 1].astype(int) == lab for lab in label_ids}
-    for k in range(count):
-      here = frame_of == k
-      if not here.any():
-        continue
-      if all(own[lab].any() for lab in label_ids):
-        for lab in label_ids:
-          pick = np.flatnonzero(here & own[lab])
-          if len(pick):
-            best = pick[np.argmax(rows[pick, 2])]
-            out.append([k, lab, rows[best, 2], *boxes[best]])
-        continue
-      pick = np.flatnonzero(here)
-      top = pick[np.argsort(-rows[pick, 2])[:len(label_ids)]]
-      if len(top) < len(label_ids):
-        continue
-      top = top[np.argsort(boxes[top, 0])]          # left to right
-      out.extend([k, lab, rows[i, 2], *boxes[i]] for lab, i in zip(label_ids, top))
-    if not out:
-      raise BadFile(what, "no detection row falls on a stored frame (check detection_fps "
-                          "and detection_index_base)")
-    return np.asarray(out, np.float32)
-  halves = [(0, width)] if len(label_ids) == 1 else [(0, width / 2), (width / 2, width)]
   for k in range(count):
-    out.extend([k, lab, 0.0, x1, 0, x2, height] for lab, (x1, x2) in zip(label_ids, halves))
-  return np.asarray(out, np.float32).reshape(-1, 7)
+    here = np.flatnonzero(frame_of == k)
+    if class_aware:
+      for lab in sorted(set(label_ids)):
+        top = left_to_right(best_first(here[classes[here] == lab])[:label_ids.count(lab)])
+        out.extend([k, lab, rows[i, 2], *boxes[i]] for i in top)
+    elif len(here) >= n:
+      top = left_to_right(best_first(here)[:n])
+      out.extend([k, lab, rows[i, 2], *boxes[i]] for lab, i in zip(label_ids, top))
+  if not out:
+    raise BadFile(what, "no detection row falls on a stored frame (check detection_fps "
+                        "and detection_index_base)")
+  return np.asarray(out, np.float32)
+
+
+def _packed_crops(det, label_ids, jpegs, size: int) -> tuple[list[bytes], list[int]]:
+  """One crop per source: in the frame of its label's best box, the source's
+  occurrence of the label counted left to right (two violins: first, second)."""
+  crops, crop_rows = [], []
+  for i, lab in enumerate(label_ids):
+    mine = np.flatnonzero(det[:, 1] == lab)
+    if not len(mine):
+      continue
+    frame = det[mine[np.argmax(det[mine, 2])], 0]
+    there = mine[det[mine, 0] == frame]
+    there = there[np.argsort(det[there, 3], kind="stable")]
+    row = there[min(label_ids[:i].count(lab), len(there) - 1)]
+    crops.append(_crop(jpegs[int(frame)], det[row, 3:], size))
+    crop_rows.append(int(row))
+  return crops, crop_rows
 
 
 def _crop(jpeg: bytes, box, size: int) -> bytes:
@@ -353,8 +370,15 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
       file (`BadFile`).
   """
   label_ids = [list(class_names).index(name) for name in video.labels]
-  audio_path = video.audio or video.video
-  audio = media.read_audio(audio_path)
+  stems = None
+  if video.stems:
+    audio_path = video.stems[0]
+    parts = [media.read_audio(path) for path in video.stems]
+    stems = np.stack([part[:min(map(len, parts))] for part in parts])
+    audio = np.clip(stems.astype(np.int32).sum(0), -32768, 32767).astype(np.int16)
+  else:
+    audio_path = video.audio or video.video
+    audio = media.read_audio(audio_path)
   seconds = len(audio) / SAMPLE_RATE
   if seconds < options.min_seconds:
     raise BadFile(audio_path, f"audio is {seconds:.2f} s, shorter than the "
@@ -385,17 +409,12 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
       break                                   # the video ends before the audio
     det = boxes[(boxes[:, 0] >= first) & (boxes[:, 0] < stop)].copy()
     det[:, 0] -= first
-    crops, crop_rows = [], []
-    for lab in label_ids:
-      mine = np.flatnonzero(det[:, 1] == lab)
-      if len(mine):
-        best = mine[np.argmax(det[mine, 2])]
-        crops.append(_crop(frames.jpegs[first + int(det[best, 0])], det[best, 3:], options.crop_size))
-        crop_rows.append(best)
+    crops, crop_rows = _packed_crops(det, label_ids, frames.jpegs[first:stop], options.crop_size)
     key = f"{video.video_id}_{index:03d}"
     examples.append((key, {
         "audio": clip,
-        "sources": np.zeros((0, len(clip)), np.int16),
+        "sources": (np.zeros((0, len(clip)), np.int16) if stems is None
+                    else stems[:, start:start + len(clip)]),
         "labels": label_ids,
         "frames": frames.jpegs[first:stop],
         "fps": np.float32(options.fps),

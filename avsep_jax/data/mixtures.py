@@ -208,8 +208,13 @@ def _decode(jpeg: bytes, what: str) -> Image.Image:
   return image
 
 
-def _box_crop(example, label: int, frame_idx: int, size: int, what: str) -> np.ndarray:
-  """The class's detection box in the frame nearest `frame_idx` that has one."""
+def _box_crop(example, label: int, frame_idx: int, size: int, what: str,
+              occurrence: int = 0) -> np.ndarray:
+  """The class's detection box in the frame nearest `frame_idx` that has one.
+
+  `occurrence`: which player of the class, counted left to right in that frame
+  (an ensemble with two violins has two boxes of the class).
+  """
   det = np.asarray(example["detections"]).reshape(-1, 7)
   rows = np.flatnonzero(det[:, 1].astype(int) == label)
   if len(rows) == 0:
@@ -218,7 +223,11 @@ def _box_crop(example, label: int, frame_idx: int, size: int, what: str) -> np.n
       return _resize(_decode(crops[0], f"{what} object crop"), size)
     return np.zeros((size, size, 3), np.uint8)  # nothing to see (e.g. audio-only data)
   near = rows[np.argmin(np.abs(det[rows, 0] - frame_idx) - det[rows, 2] * 1e-3)]
-  frame_no, box = int(det[near, 0]), det[near, 3:]
+  frame_no = int(det[near, 0])
+  if occurrence:
+    there = rows[det[rows, 0] == frame_no]
+    near = there[np.argsort(det[there, 3], kind="stable")][min(occurrence, len(there) - 1)]
+  box = det[near, 3:]
   frames = example["frames"]
   if not 0 <= frame_no < len(frames):
     raise ValueError(f"{what}: detection row {near} names frame {frame_no} of {len(frames)}")
@@ -280,14 +289,16 @@ def read_mixture(source, spec: MixtureSpec, *, segment_length: int, crop_size: i
       if count == 0:
         raise ValueError(f"{what}: has no frames, but num_frames={num_frames} were asked for")
       picks = np.clip(np.round(times * fps).astype(int), 0, count - 1)
-    for audio, label in parts:
+    for i, (audio, label) in enumerate(parts):
       audio = audio[offset:offset + segment_length]
       sources.append(np.pad(audio, (0, segment_length - len(audio))))
       labels.append(label)
-      crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what))
+      occurrence = [c for _, c in parts[:i]].count(label)    # e.g. the second violin
+      crops.append(_box_crop(example, label, int(round(centre_s * fps)), crop_size, what,
+                             occurrence))
       if num_frames:
         if len(parts) > 1:
-          frames.append(np.stack([_box_crop(example, label, p, frame_size, what)
+          frames.append(np.stack([_box_crop(example, label, p, frame_size, what, occurrence)
                                   for p in picks]))
         else:
           frames.append(np.stack([_resize(_decode(example["frames"][p], f"{what} frame {p}"),
