@@ -429,3 +429,78 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
 def write_split_file(path, splits: dict[str, list[str]]) -> None:
   """The recording ids of each split as JSON `{split: [video_id, ...]}`."""
   pathlib.Path(path).write_text(json.dumps(splits, indent=1) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedClip:
+  """A row of a published clip list (VGGSound, AudioSet): which clip, its labels, split."""
+  youtube_id: str
+  start_seconds: float
+  labels: tuple[str, ...]
+  split: str | None = None
+
+  def stems(self) -> tuple[str, ...]:
+    """File stems downloaders commonly give the clip."""
+    start = int(round(self.start_seconds))
+    return (f"{self.youtube_id}_{start:06d}", f"{self.youtube_id}_{start}",
+            f"{self.youtube_id}_{self.start_seconds:.3f}", f"Y{self.youtube_id}",
+            self.youtube_id)
+
+
+def find_listed_clips(manual_dir, listed: list[ListedClip], class_names,
+                      report: BuildReport) -> list[VideoSource]:
+  """The clips of a published list found as video files anywhere under `manual_dir`.
+
+  A clip is kept when exactly one of its labels is a class of `class_names`
+  (a single instrument the query can name); its file is looked up by the
+  stems `ListedClip.stems` gives. Listed clips without a file (videos go
+  offline) and clips with several of the classes are counted in
+  `report.notes`, not as bad files.
+  """
+  root = pathlib.Path(manual_dir)
+  if not root.is_dir():
+    raise ValueError(f"manual_dir {root} does not exist; see README.md")
+  files = {}
+  for path in sorted(root.rglob("*")):
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+      files.setdefault(path.stem, path)
+  known = set(class_names)
+  found, missing, several = [], 0, 0
+  for clip in listed:
+    ours = [label for label in clip.labels if label in known]
+    if len(ours) != 1:
+      several += len(ours) > 1
+      continue
+    path = next((files[s] for s in clip.stems() if s in files), None)
+    if path is None:
+      missing += 1
+      continue
+    found.append(VideoSource(path.stem, (ours[0],), video=str(path),
+                             detections=_detection_file(root, path.stem, path.name),
+                             split=clip.split))
+  if missing:
+    report.notes.append(f"{missing} listed clips of these classes have no video file")
+  if several:
+    report.notes.append(f"{several} listed clips with several of these classes were left out")
+  if not found and not report.bad:
+    raise ValueError(f"manual_dir {root}: none of the {len(listed)} listed clips of these "
+                     "classes was found as a video file (<youtube_id>_<start>.mp4)")
+  unique = {v.video_id: v for v in found}
+  return [unique[k] for k in sorted(unique)]
+
+
+def hold_out_validation(videos: list[VideoSource], fraction: float, seed: int
+                        ) -> list[VideoSource]:
+  """Moves a seeded `fraction` of each class's `train` clips (at least one of a class
+  with two or more) to a `validation` split."""
+  out, by_class = [], {}
+  for v in videos:
+    (by_class.setdefault(v.labels, []) if v.split == "train" else out).append(v)
+  for labels in sorted(by_class):
+    group = by_class[labels]
+    order = np.random.default_rng([seed, *map(ord, "|".join(labels))]).permutation(len(group))
+    count = max(1, int(round(fraction * len(group)))) if len(group) > 1 else 0
+    held = set(order[:count].tolist())
+    out += [dataclasses.replace(v, split="validation") if i in held else v
+            for i, v in enumerate(group)]
+  return out

@@ -41,7 +41,7 @@ def _file_lock(path: pathlib.Path):
 
 
 # Builders of users' downloaded data: they read a manual_dir and take `strict`.
-MANUAL_BUILDERS = ("music", "urmp")
+MANUAL_BUILDERS = ("audioset_instruments", "music", "urmp", "vggsound")
 
 
 def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None,
