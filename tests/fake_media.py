@@ -56,6 +56,7 @@ def write_mp4(path, seconds: float = 7.0, *, fps: int = 10, size=(96, 64),
 
 
 def write_wav(path, seconds: float = 7.0, *, sample_rate: int = 22050, freq: float = 440.0):
+  """A mono tone in the format the suffix names (.wav, .flac, .mp3)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   soundfile.write(path, tone(seconds, sample_rate, freq), sample_rate)

@@ -116,7 +116,8 @@ def test_frames_audio_layout_with_one_based_detections(tmp_path):
   for cls, i in (("violin", 0), ("violin", 1), ("violin", 2), ("cello", 0), ("cello", 1),
                  ("cello", 2)):
     fake_media.write_frames(root / f"frames/{cls}/{cls}{i}.mp4")
-    fake_media.write_wav(root / f"audio/{cls}/{cls}{i}.wav")
+    suffix = ".mp3" if i == 0 else ".wav"        # the SoP layout's audio is mp3
+    fake_media.write_wav(root / f"audio/{cls}/{cls}{i}{suffix}", sample_rate=44100)
   fake_media.write_frames(root / "frames/cello/orphan.mp4")           # its audio is missing
   (root / "frames/cello/cello2.mp4/000003.jpg").write_bytes(b"not a jpeg")
   # 1-based frame numbers (000001.jpg is frame 1), boxes in the 96 x 64 JPEGs.
