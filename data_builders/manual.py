@@ -63,14 +63,16 @@ class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
   DESCRIPTION = ""
 
   def __init__(self, *, strict: bool = False, split_seed: int = 0,
-               num_workers: int | None = None, file_format: str | None = "array_record",
-               **kwargs):
+               num_workers: int | None = None, allow_pickle: bool = False,
+               file_format: str | None = "array_record", **kwargs):
     """Args: strict (stop at the first unusable file instead of skipping and
     reporting it); split_seed (of the seeded splits); num_workers (decoding
-    processes; default: the CPU's cores); file_format (ArrayRecord)."""
+    processes; default: the CPU's cores); allow_pickle (read pickled inputs,
+    SeCo's; unpickling runs code from the file); file_format (ArrayRecord)."""
     super().__init__(file_format=file_format, **kwargs)
     self._report = videos_lib.BuildReport(strict=strict)
     self._split_seed, self._num_workers = split_seed, num_workers
+    self._allow_pickle = allow_pickle
 
   def find_recordings(self, manual_dir, report: videos_lib.BuildReport
                       ) -> list[videos_lib.VideoSource]:

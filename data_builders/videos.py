@@ -43,6 +43,8 @@ LAYOUTS = {
     "csv": "CSV index files with rows `AUDIO_PATH,FRAMES_PATH,DETECTION_PATH` (the IAL-CMS "
            "layout): `train.csv`, `val.csv`, `test.csv` give the splits; the class is the "
            "audio file's folder",
+    "seco_pickle": "SeCo's `train.pkl` / `test.pkl` with `frames/<class>/<index>.mp4/` at "
+                   "12 fps (only with --allow_pickle: unpickling runs code from the file)",
 }
 
 SPLIT_FILES = {"train": "train", "val": "validation", "validation": "validation",
@@ -64,6 +66,9 @@ class VideoSource:
     stems: one audio file per label, in the labels' order (ensembles with
       separately recorded parts, e.g. URMP): the clip's `sources`, and their
       sum its `audio`.
+    samples: the audio itself (11025 Hz mono, float in [-1, 1] or int16)
+      instead of a file (SeCo's pickles).
+    frames_fps: the rate of `frames_dir` when it is not `ClipOptions.frames_fps`.
   """
   video_id: str
   labels: tuple[str, ...]
@@ -73,6 +78,8 @@ class VideoSource:
   detections: str | None = None
   split: str | None = None
   stems: tuple[str, ...] = ()
+  samples: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+  frames_fps: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +159,47 @@ def _detection_file(manual_dir: pathlib.Path, video_id: str, stem_with_ext: str)
   return None
 
 
-def find_videos(manual_dir, class_names, report: BuildReport) -> list[VideoSource]:
+SECO_PICKLES = ("train.pkl", "test.pkl")
+SECO_FRAMES_FPS = 12.0
+
+
+def read_seco_pickles(root: pathlib.Path, class_names, report: BuildReport,
+                      allow_pickle: bool) -> list[VideoSource]:
+  """SeCo's `train.pkl` / `test.pkl` (clips `{category, index, audio}`; the test file
+  `{data: [...], samples: [...]}`) with frames in `frames/<category>/<index>.mp4/`
+  at 12 fps. Unpickling runs code from the file, so it needs `allow_pickle`."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  paths = [root / name for name in SECO_PICKLES if (root / name).exists()]
+  if not paths:
+    return []
+  if not allow_pickle:
+    raise ValueError(f"{paths[0]}: SeCo pickles found; unpickling runs code stored in the "
+                     "file, so it is off by default. Pass --allow_pickle (builder argument "
+                     "allow_pickle=True) if you trust these files")
+  out = []
+  for path in paths:
+    with open(path, "rb") as handle:
+      payload = pickle.load(handle)   # opted in by the user (allow_pickle)
+    clips = payload["data"] if isinstance(payload, dict) else payload
+    split = "train" if path.name == "train.pkl" else "test"
+    for k, clip in enumerate(clips):
+      try:
+        category, index, samples = str(clip["category"]), str(clip["index"]), clip["audio"]
+      except (TypeError, KeyError) as e:
+        report.add(BadFile(f"{path}[{k}]", f"expected a dict with category, index, audio ({e})"))
+        continue
+      if category not in class_names:
+        report.notes.append(f"{path}[{k}]: category {category!r} is not a class; skipped")
+        continue
+      out.append(VideoSource(f"{category}-{index}", (category,),
+                             frames_dir=str(root / "frames" / category / f"{index}.mp4"),
+                             split=split, samples=np.asarray(samples),
+                             frames_fps=SECO_FRAMES_FPS))
+  return out
+
+
+def find_videos(manual_dir, class_names, report: BuildReport,
+                allow_pickle: bool = False) -> list[VideoSource]:
   """The recordings under `manual_dir` (any layout of `LAYOUTS`), sorted by id.
 
   Folders whose name is not a class (or a duet of classes) of `class_names`
@@ -167,6 +214,9 @@ def find_videos(manual_dir, class_names, report: BuildReport) -> list[VideoSourc
   if not root.is_dir():
     raise ValueError(f"manual_dir {root} does not exist; see the dataset's download "
                      "instructions in README.md")
+  pickled = read_seco_pickles(root, class_names, report, allow_pickle)
+  if pickled:
+    return pickled
   found: dict[str, VideoSource] = {}
   ignored = set()
 
@@ -376,6 +426,13 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
     parts = [media.read_audio(path) for path in video.stems]
     stems = np.stack([part[:min(map(len, parts))] for part in parts])
     audio = np.clip(stems.astype(np.int32).sum(0), -32768, 32767).astype(np.int16)
+  elif video.samples is not None:
+    audio_path = f"{video.video_id} (samples)"
+    samples = np.asarray(video.samples)
+    if samples.ndim != 1:
+      raise BadFile(audio_path, f"audio array has shape {samples.shape}; expected [L] mono")
+    audio = (samples if samples.dtype == np.int16 else
+             np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16))
   else:
     audio_path = video.audio or video.video
     audio = media.read_audio(audio_path)
@@ -384,9 +441,10 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
     raise BadFile(audio_path, f"audio is {seconds:.2f} s, shorter than the "
                               f"{options.min_seconds:.2f} s a clip needs")
   if video.frames_dir:
-    frames = media.read_frame_folder(video.frames_dir, options.fps, options.frames_fps,
+    folder_fps = video.frames_fps or options.frames_fps
+    frames = media.read_frame_folder(video.frames_dir, options.fps, folder_fps,
                                      options.frame_short_side)
-    source_rate = options.detection_fps or options.frames_fps
+    source_rate = options.detection_fps or folder_fps
   else:
     frames = media.read_video_frames(video.video, options.fps, options.frame_short_side)
     source_rate = options.detection_fps or options.fps

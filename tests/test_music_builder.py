@@ -154,7 +154,9 @@ def test_csv_layout_gives_the_splits_and_reports_missing_detections(tmp_path):
   for split, lines in rows.items():
     (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
   builder = build("csv", root, tmp_path / "data")
-  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 6, "test": 2}
+  # No val.csv: one of the two violin recordings of train.csv becomes validation.
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      "train": 4, "validation": 2, "test": 2}
   assert report_of(builder) == {
       str(root / "detection_results/e.mp4.npy"): "detection file is missing"}
 
@@ -170,3 +172,35 @@ def test_prepare_builds_a_registered_config_the_pipeline_reads(videos_dir, tmp_p
       source, data.MixtureSpec((0,), (0,))))
   assert batch["crops"].shape == (1, 32, 32, 3) and batch["frames"].shape == (1, 2, 40, 40, 3)
   assert np.abs(batch["sources"]).max() > 0.1
+
+
+def test_seco_pickles_need_the_opt_in(tmp_path):
+  import pickle
+  root = tmp_path / "seco"
+  rng = np.random.default_rng(0)
+  clips = {"train": [], "test": []}
+  for split, names in (("train", ("0000", "0001", "0002")), ("test", ("0003",))):
+    for cls in ("violin", "cello"):
+      for index in names:
+        clips[split].append({"category": cls, "index": index,
+                             "audio": rng.uniform(-0.3, 0.3, 7 * 11025).astype(np.float32)})
+        fake_media.write_frames(root / f"frames/{cls}/{index}.mp4", fps=12)
+  (root / "train.pkl").write_bytes(pickle.dumps(clips["train"]))
+  (root / "test.pkl").write_bytes(pickle.dumps({"data": clips["test"],
+                                                "samples": [[[0, 0], [1, 0]]]}))
+  with pytest.raises(ValueError, match="unpickling runs code.*--allow_pickle"):
+    build("pkl", root, tmp_path / "data")
+  config = music.MusicConfig(name="pkl2", clip=CLIPS)
+  builder = music.Music(config=config, data_dir=str(tmp_path / "data"), num_workers=1,
+                        allow_pickle=True)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(root), compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  # 3 training clips of each class: one of each held out; 2 clips of 3 s per 7 s recording.
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      "train": 8, "validation": 4, "test": 4}
+  ex = next(e for e in tfds.data_source("music/pkl2", split="test",
+                                        data_dir=str(tmp_path / "data"))
+            if e["video_id"] == b"violin-0003_000")
+  expected = np.round(np.clip(clips["test"][0]["audio"][:33075], -1, 1) * 32767)
+  np.testing.assert_array_equal(ex["audio"], expected.astype(np.int16))
+  assert len(ex["frames"]) == 24                  # 12 fps frames resampled to 8 fps

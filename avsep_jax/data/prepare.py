@@ -46,7 +46,7 @@ MANUAL_BUILDERS = ("audioset_instruments", "music", "urmp", "vggsound")
 
 def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None,
                     manual_dir: str | None = None, max_examples: int | None = None,
-                    strict: bool = False):
+                    strict: bool = False, allow_pickle: bool = False):
   """Returns the TFDS builder of `name` (e.g. "synthetic_music/small"), built if needed.
 
   Args:
@@ -58,6 +58,8 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     max_examples: at most this many examples per split (a quick trial build).
     strict: stop at the first file a builder of downloaded data cannot use,
       instead of skipping it and listing it in the build's `build_report.tsv`.
+    allow_pickle: let a builder read pickled inputs (SeCo's `train.pkl`);
+      unpickling runs code stored in the file, so only for files you trust.
 
   Raises:
     ValueError: the dataset name is not registered.
@@ -68,7 +70,7 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
   family = name.split("/")[0]
   kwargs = {"num_workers": num_workers} if family in ("synthetic_music",) + MANUAL_BUILDERS else {}
   if family in MANUAL_BUILDERS:
-    kwargs["strict"] = strict
+    kwargs.update(strict=strict, allow_pickle=allow_pickle)
   try:
     builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -165,7 +167,7 @@ def main(argv):
   flag = flags.FLAGS
   builder = prepare_dataset(flag.dataset, flag.data_dir, num_workers=flag.num_workers,
                             manual_dir=flag.manual_dir, max_examples=flag.max_examples,
-                            strict=flag.strict)
+                            strict=flag.strict, allow_pickle=flag.allow_pickle)
   print(f"{flag.dataset}: prepared in {builder.data_dir}")
   for split, info in builder.info.splits.items():
     print(f"  {split}: {info.num_examples} examples")
@@ -182,4 +184,6 @@ if __name__ == "__main__":  # flags only for the command line: importers may def
   flags.DEFINE_integer("max_examples", None, "At most this many examples per split.")
   flags.DEFINE_bool("strict", False, "Stop at the first unusable file instead of skipping "
                     "and reporting it.")
+  flags.DEFINE_bool("allow_pickle", False, "Read pickled inputs (SeCo's train.pkl/test.pkl). "
+                    "Unpickling runs code stored in the file: only for files you trust.")
   app.run(main)

@@ -28,6 +28,7 @@ from data_builders import manual
 from data_builders import videos as videos_lib
 
 _DESCRIPTION = __doc__.split("\n\n")[1]
+VALIDATION_FRACTION = 0.1   # of each class's training recordings, when a layout has no val split
 
 # The published class lists (the MUSIC JSON lists' folder names), sorted.
 MUSIC11_CLASSES = ("accordion", "acoustic_guitar", "cello", "clarinet", "erhu", "flute",
@@ -72,5 +73,11 @@ class Music(manual.ManualVideoBuilder):
 
   def find_recordings(self, manual_dir, report):
     config = self.builder_config
-    found = videos_lib.find_videos(manual_dir, config.class_names, report)
-    return [v for v in found if (len(v.labels) == 2) == config.duets]
+    found = videos_lib.find_videos(manual_dir, config.class_names, report,
+                                   allow_pickle=self._allow_pickle)
+    found = [v for v in found if (len(v.labels) == 2) == config.duets]
+    splits = {v.split for v in found}
+    if found and None not in splits and "train" in splits and "validation" not in splits:
+      # The layout has train/test only (SeCo's pickles, CSVs without val.csv).
+      found = videos_lib.hold_out_validation(found, VALIDATION_FRACTION, self._split_seed)
+    return found
