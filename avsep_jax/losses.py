@@ -17,6 +17,7 @@ from flax import nnx
 
 from avsep_jax import audio
 from avsep_jax.audio import masks as masks_lib
+from avsep_jax.models import layers
 
 
 def _masked_mean(values, valid):
@@ -265,52 +266,74 @@ def independence_terms(model, separated, valid, key, *, hinge_c: float):
                                        "critic_dependent": mean(s_dep, dep_valid)}
 
 
-def seco_loss(model, outputs: dict, features: dict, batch: dict, *, mask: str,
-              weighted: bool, inter_weight: float, temperature: float, sum_weight: float,
-              remix_weight: float):
-  """SeCo's losses (our interpretation; see configs/seco.py): the mask loss plus
-  inter-modal and intra-modal consistency.
+def _feature_distance(a, b):
+  """SeCo's `l2_distance`: mean squared difference of L2-normalised vectors `[..., D]`."""
+  return jnp.mean((layers.l2_normalise(a) - layers.l2_normalise(b)) ** 2, axis=-1)
 
-  - inter-modal: symmetric InfoNCE between each separated source's audio
-    embedding and the visual embeddings of every source in the batch (the
-    correspondence, not the category, is learnt);
-  - sum: the sources' masks add up to one (weighted L1 of `sum_n m_n - 1`);
-  - re-mix: the separated sources of different mixtures, mixed anew (source
-    n of mixture b + n), are separated again with their crops and must give
-    the same spectrograms (ratio targets from the first pass, held fixed).
+
+def _mean_over_valid(values, valid):
+  """Sum over sources of each source's batch mean of `values` `[B, N]` (valid rows)."""
+  valid = valid.astype(values.dtype)
+  return jnp.sum((values * valid).sum(0) / jnp.maximum(valid.sum(0), 1.0))
+
+
+def seco_gt_ratio(step, *, decay: float, every: float, floor: float):
+  """The share of the true sources' features in the positive sync term:
+  `max(floor, decay ** (step / every))` (SeCo: 0.9, 100, 0.1)."""
+  return jnp.maximum(floor, decay ** (step / every))
+
+
+def seco_loss(outputs: dict, features: dict, batch: dict, *, step, mask: str, weighted: bool,
+              sync_weight: float, temp_weight: float, sync_margin: float, negatives: str,
+              gt_decay: float, gt_every: float, gt_floor: float):
+  """SeCo's losses, as its released code computes them (configs/seco.py).
+
+  With d(a, v) the mean squared difference of L2-normalised features
+  (`_feature_distance`), valid sources n, m of a mixture and batch means:
+
+  - the mask loss (`mask_loss`; SeCo: binary masks, weighted BCE);
+  - sync (inter-modal), weight `sync_weight`:
+    positive `sum_n d(sep_n, v_n) + g * sum_n d(gt_n, v_n)` with g the
+    `seco_gt_ratio` schedule; negative, 'easy' (the code's choice):
+    `sum_n mean_{m != n} relu(margin - d(sep_n, v_m))`, or 'same_class':
+    `sum_n relu(margin - d(temp_n, v_n))`;
+  - temporal (intra-modal), weight `temp_weight`: positive
+    `sum_n mean((l2(temp_n) - l2(sep_n))^2)`, negative the mean over pairs
+    n < m of `relu(1 - mean((l2(sep_n) - l2(sep_m))^2))`.
 
   Returns:
-    `(loss, metrics)` as `mask_loss`, with `inter_loss`, `sum_loss`, `remix_loss`.
+    `(loss, metrics)` as `mask_loss`, with `sync_pos`, `sync_neg`,
+    `temp_pos`, `temp_neg`.
   """
+  if negatives not in ("easy", "same_class"):
+    raise ValueError(f"seco negatives={negatives!r}: expected 'easy' or 'same_class'")
   total, metrics = mask_loss(outputs, features, batch, mask=mask, step_weights=(1.0,),
                              weighted=weighted)
   valid = batch["source_mask"]
-  masks = jax.nn.sigmoid(outputs["mask_logits"][-1])                  # [B, N, F, T]
-  weight = features["weight"] if weighted else jnp.ones_like(features["weight"])
-  if inter_weight:
-    visual = outputs["visual_embedding"][:, :, None, None, :]           # one "pixel" each
-    metrics["inter_loss"] = contrastive_av_loss(outputs["audio_embedding"], visual, valid,
-                                                temperature=temperature, drop_hardest=0)
-    total = total + inter_weight * metrics["inter_loss"]
-  if sum_weight:
-    summed = (masks * valid[..., None, None]).sum(1)                   # [B, F, T]
-    metrics["sum_loss"] = jnp.mean(weight * jnp.abs(summed - 1.0))
-    total = total + sum_weight * metrics["sum_loss"]
-  if remix_weight:
-    mix_mag = features["mix_mag"]
-    separated = masks * mix_mag[:, None] * valid[..., None, None]     # [B, N, F, T]
-    n = valid.shape[1]
-    shift = lambda x: jnp.stack([jnp.roll(x[:, k], -k, axis=0) for k in range(n)], axis=1)
-    sources, crops, remix_valid = shift(separated), shift(batch["crops"]), shift(valid)
-    track = outputs.get("motion_track")                               # own motion too
-    track = None if track is None else shift(track)
-    remixed = sources.sum(1)                                            # [B, F, T]
-    _, logits = model.separate(remixed, crops, remix_valid, track)
-    target = jax.lax.stop_gradient(masks_lib.ratio_mask(sources, remixed[:, None], 1.0))
-    per_bin = jnp.abs(jax.nn.sigmoid(logits) - target)
-    if weighted:
-      per_bin = per_bin * masks_lib.loss_weight(remixed)[:, None]
-    metrics["remix_loss"] = _masked_mean(per_bin, remix_valid)
-    total = total + remix_weight * metrics["remix_loss"]
+  sep, vision = outputs["audio_sep_feat"], outputs["vision_feat"]     # [B, N, D]
+  n = valid.shape[1]
+  pos = _mean_over_valid(_feature_distance(sep, vision), valid)
+  if "audio_gt_feat" in outputs:
+    ratio = seco_gt_ratio(step, decay=gt_decay, every=gt_every, floor=gt_floor)
+    pos = pos + ratio * _mean_over_valid(_feature_distance(outputs["audio_gt_feat"], vision),
+                                         valid)
+  pair = valid[:, :, None] & valid[:, None, :] & ~jnp.eye(n, dtype=bool)   # [B, N, M]
+  if negatives == "easy":
+    hinge = jax.nn.relu(sync_margin - _feature_distance(sep[:, :, None], vision[:, None]))
+    per_source = (hinge * pair).sum(2) / jnp.maximum(pair.sum(2), 1)
+    neg = _mean_over_valid(per_source, valid)
+  else:
+    neg = _mean_over_valid(jax.nn.relu(
+        sync_margin - _feature_distance(outputs["audio_temp_feat"], vision)), valid)
+  metrics.update(sync_pos=pos, sync_neg=neg)
+  total = total + sync_weight * (pos + neg)
+  if temp_weight:
+    temp_pos = _mean_over_valid(_feature_distance(outputs["audio_temp_feat"], sep), valid)
+    unit = layers.l2_normalise(sep)
+    apart = jnp.mean((unit[:, :, None] - unit[:, None]) ** 2, axis=-1)
+    upper = pair & jnp.triu(jnp.ones((n, n), bool), 1)
+    temp_neg = (jax.nn.relu(1.0 - apart) * upper).sum() / jnp.maximum(upper.sum(), 1)
+    metrics.update(temp_pos=temp_pos, temp_neg=temp_neg)
+    total = total + temp_weight * (temp_pos + temp_neg)
   metrics["loss"] = total
   return total, metrics

@@ -316,8 +316,15 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
       batch = dict(batch, crops=jnp.where(blank[..., None, None, None], 0.0, crops))
     shares, _, features = front_end(config, sources, batch["source_mask"])
     align = loss_cfg.alignment_weight
-    outputs = model(model_inputs(batch, features["mix_mag"],
-                                 features["source_mag"] if align else None))
+    inputs = model_inputs(batch, features["mix_mag"],
+                          features["source_mag"] if align or loss_cfg.name == "seco" else None)
+    if "companions" in batch:  # another clip of each source's class, scaled as its share
+      a = config.audio
+      n = jnp.maximum(batch["source_mask"].sum(1), 1).astype(sources.dtype)[:, None, None]
+      inputs["companion_mag"] = audio.magnitude_map(
+          batch["companions"] / n, n_fft=a.n_fft, hop_length=a.hop_length,
+          warp_bins=a.warp_bins, align_corners=a.align_corners)
+    outputs = model(inputs)
     if loss_cfg.name == "ial":
       a, ial = config.audio, loss_cfg.ial
       return losses.ial_loss(
@@ -328,11 +335,8 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
           independence_steps=tuple(ial.independence_steps), weight_factor=ial.weight_factor,
           temperature=ial.temperature, drop_hardest=ial.drop_hardest, hinge_c=ial.hinge_c)
     if loss_cfg.name == "seco":
-      seco = loss_cfg.seco
-      return losses.seco_loss(model, outputs, features, batch, mask=config.audio.mask,
-                              weighted=loss_cfg.weighted, inter_weight=seco.inter_weight,
-                              temperature=seco.temperature, sum_weight=seco.sum_weight,
-                              remix_weight=seco.remix_weight)
+      return losses.seco_loss(outputs, features, batch, step=step, mask=config.audio.mask,
+                              weighted=loss_cfg.weighted, **loss_cfg.seco)
     return losses.mask_loss(outputs, features, batch, mask=config.audio.mask,
                             step_weights=tuple(loss_cfg.step_weights),
                             classification_weight=loss_cfg.classification_weight,
@@ -474,7 +478,8 @@ def train_iterator(config: ml_collections.ConfigDict):
   options = data.MixOptions(num_mix=d.num_mix, min_mix=d.min_mix or None, batch_counts=counts,
                             segment_length=d.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
-                            frame_size=d.frame_size, frame_rate=d.frame_rate)
+                            frame_size=d.frame_size, frame_rate=d.frame_rate,
+                            class_companions=d.class_companions)
   ds = data.train_dataset(source, index, options,
                           batch_size=local_batch,
                           seed=config.seed, shard_index=jax.process_index(),

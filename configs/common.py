@@ -76,6 +76,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # > 0: that many frames per second of each segment instead of num_frames, so
   # training segments and longer evaluation windows see frames equally spaced.
   c.dataset.frame_rate = 0.0
+  # Training batches also hold `companions`: for each source a random segment
+  # of another clip of its class (SeCo).
+  c.dataset.class_companions = False
   c.dataset.num_workers = {"cpu": 1, "full": 8, "tiny": 0}[size]  # grain worker processes
   # Decoded training examples kept per worker process (MB; 0: none): the
   # embedded dataset's train split (~460 MB decoded) then is read and parsed once.

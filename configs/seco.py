@@ -3,78 +3,60 @@
   python -m avsep_jax.main --config=configs/seco.py --workdir=runs/seco            # fold 1
   python -m avsep_jax.main --config=configs/seco.py:fold2 --workdir=runs/seco_f2
   python -m avsep_jax.main --config=configs/seco.py:full,fold1 --workdir=...
-  python -m avsep_jax.main --config=configs/seco.py:motion --workdir=runs/seco_motion
 
-The argument is `[size][,foldK][,motion]`. A fold splits the dataset's classes into
+The argument is `[size][,foldK]`. A fold splits the dataset's classes into
 training classes (`dataset.train_classes`: training mixtures use only them)
 and held-out classes (`eval.class_subset`: validation and test lists use only
 them), so every reported figure is on categories the model never heard.
 MUSIC-21 (`:full`): 16 training / 5 held-out classes; `synthetic_music`: 10 /
-3 of its 13. The original's fold lists are in its paper, which could not be
-read here: our folds are seeded random splits (`FOLD_SEED` + K), listed by
-`fold_classes`.
+3 of its 13. The original's fold lists are neither in its code nor in its
+README (they point to the paper, which could not be read here): our folds
+are seeded random splits (`FOLD_SEED` + K), listed by `fold_classes`.
 
-Model (`avsep_jax/models/seco.py`): a Co-Separation-style separator with no
-class-specific part (crop vector tiled at the U-Net bottleneck, ratio masks
-normalised over the mixture's sources by a softmax, so the estimates add up
-to the mixture), an audio embedding of each separated spectrogram and a
-visual embedding of each crop vector.
+Follows the released code (DongzhanZhou/SeCo: main.py, models/, dataset/):
+- Model (`avsep_jax/models/seco.py`): Sound of Pixels with a video net. The
+  audio U-Net (BatchNorm on the input, 5 levels 64-128-256-512-512, bilinear
+  up-sampling, 64 output channels); each source's 24-frame, 128 px clip
+  through "FastNet", the Fast pathway of a SlowFast network (stem 8 channels,
+  bottleneck blocks (3, 4, 6, 3), 256 outputs; `motion.FastPathway`); a
+  bias-free linear 256 -> 64, sigmoid, and SoP's synthesizer; sigmoid masks.
+- Consistency features: a ResNet-10 (32-64-128-256) on log spectrograms
+  embeds the separated sources (the mixture's log magnitude times the mask,
+  as the code does), the true sources, and a segment of another clip of the
+  same class (`dataset.class_companions`; the code's `normal_temp`).
+- Losses (`losses.seco_loss`): weighted BCE on binary masks (source > 0.5 x
+  mixture); sync (inter-modal) 0.01 x (positive + negative) with d the mean
+  squared difference of L2-normalised features, positive
+  d(separated, own video) + g d(true source, own video), g =
+  max(0.1, 0.9^(step / 100)), negative relu(1 - d(separated, the other
+  source's video)) (the code's "easy" negatives, `neg_param=0.1`);
+  temporal (intra-modal) 0.01 x (MSE(same-class segment, separated) +
+  relu(1 - MSE(separated 1, separated 2))), features L2-normalised.
+- The ResNet-10 is never given to the optimiser in the original, so it keeps
+  its random initialisation while gradients pass through it: kept here with
+  a zero learning rate (`train.module_learning_rates.sync_net`).
+- Optimiser: Adam, video net 1e-4, U-Net and synthesizer 1e-3, batch 16,
+  no schedule (100 epochs of 10 x the clips there).
+- Frames: 24 over each 6 s segment (4 per second; `dataset.frame_rate=4`);
+  the original reads them from frames extracted at 12 fps, every third.
 
-Losses (`avsep_jax.losses.seco_loss`; the consistency terms are OUR
-INTERPRETATION of the paper's "inter-modal" and "intra-modal consistency",
-whose formulas, weights and training details could not be recovered):
-- the shared weighted L1 on ratio masks (training classes only);
-- inter-modal consistency: symmetric InfoNCE (temperature 0.1) between each
-  separated source's audio embedding and the visual embeddings of all
-  sources in the batch, weight 0.1: a category-agnostic correspondence;
-- intra-modal consistency: the sources' masks add up to one (weighted L1,
-  weight 0.1), and re-mixing: the separated sources of different mixtures
-  (source n of mixture b + n) are mixed anew and separated again with their
-  own crops; the second pass must reproduce the first's spectrograms (ratio
-  targets held fixed), weight 0.5.
-
-Other choices:
-- The original's visual component is a pretrained "FastNet" downloaded from
-  Google Drive, which is not reachable here and whose architecture is not
-  known: the visual net is trained from scratch (CPU: the CPU recipe's small
-  conv net on 64 px crops; `:full`: ResNet-18 on 224 px crops, where the
-  original used 128 px frames at 12 fps).
-- Masks: a softmax over the mixture's sources (`model.mask_activation`), not
-  Co-Separation's independent sigmoids: on held-out classes the sigmoid
-  masks scored far below the mixture (below).
-- `motion` adds a motion track (our reading of "FastNet", a name that
-  suggests a fast, high-frame-rate pathway as in SlowFast; its architecture is
-  not known): each source's frames at `dataset.frame_rate` (8 fps; SeCo used
-  12), each frame with its difference from the previous one through the small
-  conv net, residual 1-D convs over time, and per-frame features that scale
-  and shift every decoder level at their own time (time-varying FiLM,
-  zero-initialised). When an instrument sounds does not depend on its
-  category, so this is the cue that could carry over to unseen classes.
-- The original's data are SeCo pickles (`train.pkl`/`test.pkl`); here any
-  dataset with the feature contract, and the shared mixture lists restricted
-  to the held-out classes (CPU: 10 mixtures per class pair and triple).
+Differences, each a choice:
+- FastNet's pretrained weights (`fast_pretrained.pth`, on Google Drive) are
+  not reachable: the video net trains from scratch (also at 1e-3 on CPU).
+- Its STFT hop is 259 (oddly); ours is the family's 256. Its segments are
+  66150 samples; ours 65535. Its sync net has no linear after the pool; our
+  spectrogram encoder has one (`head='avg_linear'`).
+- The original's data are SeCo pickles (`data/fold{N}/train.pkl`: clips of
+  `category`, `index`, `audio`; `test.pkl`: those plus `samples` pairs);
+  here any dataset with the feature contract, and the shared mixture lists
+  restricted to the held-out classes (CPU: 10 mixtures per pair and triple).
+- CPU size: 16383-sample segments (6 frames of 64 px), K = 16, a U-Net of 5
+  levels from 16 channels, a video net of one block per stage (widths 4-8-16-16,
+  64 outputs, GroupNorm), the CPU recipe's small conv net as the spectrogram
+  encoder, 1e-3 everywhere but the frozen encoder.
 
 Measured (CPU default, fold 1: held-out classes 5, 7, 10; 1400 steps on 2
-cores; 30 held-out 2-mixes, 10 3-mixes; SDRi):
-- softmax masks (the default): 2-mix -0.76 dB, 3-mix +0.30 dB (340 s);
-- sigmoid masks: -3.36 / -2.85 dB;
-- softmax masks without the three consistency terms (weights 0): -0.46 /
-  -0.87 dB (253 s): on these 30 and 10 mixtures the terms show no clear gain
-  on 2-mixes (-0.3 dB) and one on 3-mixes (+1.2 dB);
-- Co-Separation trained on the same 10 classes, no consistency terms
-  (`configs/coseparation.py` with `--config.dataset.train_classes=
-  '(0,1,2,3,4,6,8,9,11,12)' --config.eval.class_subset='(5,7,10)'
-  --config.eval.per_combination='(10,10)'`): -2.43 / -2.06 dB.
-- `:motion` (1400 steps, 1062 s, 3x slower per step): -0.65 / -0.74 dB, no
-  better. With every crop blanked in training (`train.crop_dropout=1.0`, so
-  only the motion track tells the sources apart) the loss stayed at 0.44
-  (0.46 at the start) over 350 steps: the track does not find the sources.
-  On `synthetic_music` at 8 fps the cue is weak: the frame-to-frame change of
-  64 px frames correlates with the change of the audio's 1/8 s RMS envelope
-  at only r = 0.12 (mean over 30 training clips).
-Unseen categories remain below the mixture's own SDR on 2-mixes here: the
-normalised masks help most against the baseline, but the separator still
-gives unseen instruments' bins to the wrong picture.
+cores; 30 held-out 2-mixes, 10 3-mixes; SDRi): see README's systems table.
 """
 
 from __future__ import annotations
@@ -96,11 +78,8 @@ def fold_classes(num_classes: int, held_out: int, fold: int) -> tuple[tuple[int,
 
 
 def get_config(arg: str | None = None):
-  usage = "[size][,foldK][,motion] with K >= 1 (e.g. seco.py:full,fold2)"
-  parts = [p for p in (arg or "").split(",") if p]
-  motion = "motion" in parts
-  size, fold_arg = common.parse_size_and_option(
-      ",".join(p for p in parts if p != "motion"), lambda p: p.startswith("fold"), usage)
+  usage = "[size][,foldK] with K >= 1 (e.g. seco.py:full,fold2)"
+  size, fold_arg = common.parse_size_and_option(arg, lambda p: p.startswith("fold"), usage)
   fold_arg = fold_arg or "fold1"
   if not fold_arg[4:].isdigit() or int(fold_arg[4:]) < 1:
     raise ValueError(f"config argument {arg!r}: expected {usage}")
@@ -109,32 +88,32 @@ def get_config(arg: str | None = None):
   train_classes, held_out = fold_classes(c.dataset.num_classes, HELD_OUT[size], fold)
   c.dataset.train_classes = train_classes
   c.eval.class_subset = held_out
+  c.dataset.frame_rate = 4.0            # 24 frames per 6 s window, as the original
+  c.dataset.class_companions = True     # the same-class segments of the temporal term
+  c.audio.mask = "binary"
   if size == "full":
-    c.model = dict(name="seco", visual_dim=512, embed_dim=128,
-                   unet=common.unet(size, upsample="transpose", init_std=0.02),
-                   visual=dict(backbone="resnet18", head="conv1x1_fc", norm="batch",
-                               image_size=224),
-                   audio_embed=dict(backbone="resnet18", head="avg_linear"))
-    c.train.learning_rate = 1e-4
-    c.train.module_learning_rates = dict(visual=1e-5)
+    c.dataset.frame_size = 128
+    c.train.batch_size = 16
+    c.model = dict(name="seco", num_channels=64,
+                   unet=dict(ngf=64, num_levels=5, max_channels=512, norm="batch",
+                             upsample="bilinear", init_std=1e-3),
+                   video=dict(stem_channels=8, blocks=(3, 4, 6, 3), widths=(8, 16, 32, 64),
+                              norm="batch"),
+                   sync_net=dict(backbone="resnet10", head="avg_linear"))
+    c.train.learning_rate = 1e-3
+    c.train.module_learning_rates = dict(video=1e-4, sync_net=0.0)
   else:
-    c.model = dict(name="seco", visual_dim=64 if size == "cpu" else 8,
-                   embed_dim=64 if size == "cpu" else 8, unet=common.unet(size),
-                   visual=common.small_visual(size), audio_embed=common.small_visual(size))
+    c.dataset.frame_size = 64 if size == "cpu" else 32
+    c.model = dict(name="seco", num_channels=16 if size == "cpu" else 4,
+                   unet=common.unet(size),
+                   video=dict(stem_channels=8 if size == "cpu" else 4, blocks=(1, 1, 1, 1),
+                              widths=(4, 8, 16, 16) if size == "cpu" else (4, 4, 4, 4),
+                              norm="group", norm_groups=4),
+                   sync_net=common.small_visual(size))
+    c.train.module_learning_rates = dict(sync_net=0.0)
     c.eval.per_combination = (10, 10) if size == "cpu" else (1, 1)
     c.eval.validation_per_combination = 10 if size == "cpu" else 1
-  if motion:
-    # Each source's frames at a fixed rate (the frames keep their spacing in
-    # the longer evaluation windows); a per-frame track gives the decoder's FiLM.
-    c.dataset.frame_rate = 4.0 if size == "tiny" else 8.0   # synthetic_music's frame rates
-    c.dataset.frame_size = {"cpu": 64, "full": 112, "tiny": 32}[size]
-    if size == "full":
-      c.model.motion = dict(out_dim=128, frame_net=dict(
-          backbone="convnet", widths=(32, 64, 128, 128), head="avg_linear", norm="group"))
-    else:
-      c.model.motion = dict(out_dim=32 if size == "cpu" else 8,
-                            frame_net=common.small_visual(size))
-  c.model.mask_activation = "softmax"
   c.train.loss.name = "seco"
-  c.train.loss.seco = dict(inter_weight=0.1, temperature=0.1, sum_weight=0.1, remix_weight=0.5)
+  c.train.loss.seco = dict(sync_weight=0.01, temp_weight=0.01, sync_margin=1.0,
+                           negatives="easy", gt_decay=0.9, gt_every=100.0, gt_floor=0.1)
   return c

@@ -43,6 +43,8 @@ def synthetic_batch(config, batch_size, seed=0):
            "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)).astype(np.float32),
            "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
            "source_mask": np.ones((batch_size, n), bool)}
+  if d.class_companions:
+    batch["companions"] = rng.uniform(-0.5, 0.5, batch["sources"].shape).astype(np.float32)
   num_frames = data.frame_count(d.segment_length, d.num_frames, d.frame_rate)
   if num_frames:
     batch["frames"] = rng.normal(size=(batch_size, n, num_frames, d.frame_size, d.frame_size,

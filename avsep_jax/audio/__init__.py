@@ -1,5 +1,6 @@
 """Audio front end: STFT/iSTFT, log-frequency warp, masks, loss weights (pure jnp)."""
 
+from avsep_jax.audio.features import magnitude_map
 from avsep_jax.audio.features import masks_to_waveforms
 from avsep_jax.audio.features import separation_features
 from avsep_jax.audio.masks import binary_mask
@@ -21,5 +22,5 @@ __all__ = [
     "MAG_EPS", "binary_mask", "hann_window", "istft", "log_freq_unwarp",
     "log_freq_warp", "log_magnitude", "loss_weight", "magphase",
     "mask_to_waveform", "masks_to_waveforms", "num_frames", "ratio_mask",
-    "separation_features", "stft", "warp_coordinates",
+    "magnitude_map", "separation_features", "stft", "warp_coordinates",
 ]

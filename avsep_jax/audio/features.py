@@ -15,6 +15,19 @@ from avsep_jax.audio import warp
 MASK_KINDS = ("ratio", "binary")
 
 
+def _spectrum_map(spec, warp_bins: int, align_corners: bool):
+  mag = jnp.abs(spec)
+  return warp.log_freq_warp(mag, warp_bins, align_corners) if warp_bins else mag
+
+
+def magnitude_map(waveforms, *, n_fft: int = 1022, hop_length: int = 256, warp_bins: int = 256,
+                  align_corners: bool = True):
+  """Waveforms `[..., L]` -> magnitude maps `[..., F, T]` in the network's bins (as
+  `separation_features`' `mix_mag`)."""
+  spec = spectral.stft(waveforms, n_fft=n_fft, hop_length=hop_length)
+  return _spectrum_map(spec, warp_bins, align_corners)
+
+
 def separation_features(mixture, sources=None, *, n_fft: int = 1022, hop_length: int = 256,
                         warp_bins: int = 256, align_corners: bool = True, mask: str = "ratio",
                         mask_max: float = 5.0, binary_threshold: float = 0.5) -> dict:
@@ -45,8 +58,7 @@ def separation_features(mixture, sources=None, *, n_fft: int = 1022, hop_length:
   mix_spec = spectral.stft(mixture, n_fft=n_fft, hop_length=hop_length)
 
   def to_map(spec):
-    mag = jnp.abs(spec)
-    return warp.log_freq_warp(mag, warp_bins, align_corners) if warp_bins else mag
+    return _spectrum_map(spec, warp_bins, align_corners)
 
   mix_mag = to_map(mix_spec)
   out = {"mix_spec": mix_spec, "mix_mag": mix_mag, "weight": masks.loss_weight(mix_mag)}

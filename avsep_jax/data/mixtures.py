@@ -190,6 +190,19 @@ def sample_mixture(rng: np.random.Generator, index: ClipIndex, num_mix: int,
   return MixtureSpec(indices, offsets)
 
 
+def read_companions(rng: np.random.Generator, source, index: ClipIndex, labels,
+                    segment_length: int) -> np.ndarray:
+  """For each label, a random segment of a random clip of that class (it may be the
+  source's own clip): int16 `[N, segment_length]` (SeCo's "temp" segments)."""
+  out = []
+  for label in labels:
+    i = int(rng.choice(index.by_class[int(label)]))
+    offset = int(rng.integers(0, max(index.lengths[i] - segment_length, 0) + 1))
+    audio = np.asarray(source[i]["audio"], np.int16)[offset:offset + segment_length]
+    out.append(np.pad(audio, (0, segment_length - len(audio))))
+  return np.stack(out)
+
+
 def _resize(image: Image.Image, size: int) -> np.ndarray:
   return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), np.uint8)
 
@@ -330,6 +343,8 @@ def finish(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """`read_mixture` output (one example or a batch) -> the float32 batch contract."""
   out = dict(raw)
   out["sources"] = raw["sources"].astype(np.float32) / 32768.0      # [..., N, L]
+  if "companions" in raw:
+    out["companions"] = raw["companions"].astype(np.float32) / 32768.0
   count = np.maximum(raw["source_mask"].sum(-1, keepdims=True), 1).astype(np.float32)
   out["mixture"] = out["sources"].sum(-2) / count                   # SoP: sum / N
   out["crops"] = normalise_images(raw["crops"])

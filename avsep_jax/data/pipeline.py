@@ -50,6 +50,9 @@ class MixOptions:
   frame_size: int = 224
   frame_rate: float = 0.0   # > 0: frames per second of segment instead of num_frames
   sample_rate: int = 11025
+  # Training: each source also gets `companions`, a random segment of a random
+  # clip of its class (SeCo's intra-modal consistency).
+  class_companions: bool = False
 
   @property
   def frames_per_source(self) -> int:
@@ -104,7 +107,11 @@ class _RandomMixture(grain.transforms.RandomMap):
     elif options.min_mix is not None and options.min_mix < count:
       count = int(rng.integers(options.min_mix, options.num_mix + 1))
     spec = mixtures.sample_mixture(rng, self._index, count, options.segment_length)
-    return mixtures.pad_sources(options.read(self._source, spec), options.num_mix)
+    raw = options.read(self._source, spec)
+    if options.class_companions:
+      raw["companions"] = mixtures.read_companions(rng, self._source, self._index,
+                                                   raw["labels"], options.segment_length)
+    return mixtures.pad_sources(raw, options.num_mix)
 
 
 def train_dataset(source, index: mixtures.ClipIndex, options: MixOptions, *, batch_size: int,

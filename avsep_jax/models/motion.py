@@ -1,8 +1,7 @@
-"""Motion streams over short frame clips.
+"""3-D nets over short frame clips, pooled to one vector per clip.
 
-`FrameTrack`: per-frame features that keep their time axis (SeCo's motion
-conditioning). `ResNet3D`: a 3-D ResNet pooled to one vector, the motion
-(content) stream of MTSC.
+`ResNet3D`: Hara et al.'s 3-D ResNet, the motion (content) stream of MTSC.
+`FastPathway`: the Fast pathway of a SlowFast network, SeCo's video net.
 
 Layout of Hara et al.'s 3-D ResNets (`generate_model(depth)`, the one MTSC
 loads): a stem conv (7x7x7, stride 1 in time and 2 in space, then 3x3x3 max
@@ -19,7 +18,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.models import layers
-from avsep_jax.models import visual as visual_lib
 
 BLOCKS = ("basic", "bottleneck")
 
@@ -148,41 +146,75 @@ class ResNet3D(nnx.Module):
     return x.mean(axis=(1, 2, 3))
 
 
-class FrameTrack(nnx.Module):
-  """Per-frame motion features: clips `[M, K, H, W, 3]` -> `[M, K, out_dim]`.
 
-  Each frame is encoded together with its difference from the previous frame
-  (zero for the first), so a 2-D net sees what moved; residual 1-D convs over
-  the K frames then relate neighbouring frames. Unlike `ResNet3D`'s pooled
-  vector the output keeps its time axis: conditioning can follow *when* a
-  player moves (a bow stroke, a note onset), which does not depend on what
-  the instrument looks like.
+class FastBottleneck(nnx.Module):
+  """A SlowFast Fast-pathway block: (3,1,1) conv -> (1,3,3) conv with the spatial stride
+  -> (1,1,1) conv to 4x width, plus a projection shortcut when the shape changes."""
+
+  def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, norm_groups: int,
+               fold_time: bool = True, rngs: nnx.Rngs):
+    self.out_channels = 4 * width
+    shapes = [(in_ch, width, (3, 1, 1), (1, 1, 1)), (width, width, (1, 3, 3), (1, stride, stride)),
+              (width, self.out_channels, (1, 1, 1), (1, 1, 1))]
+    self.convs = nnx.List([Conv3D(a, b, k, stride=st, fold_time=fold_time, rngs=rngs)
+                           for a, b, k, st in shapes])
+    self.norms = nnx.List([layers.Norm(b, norm, groups=norm_groups, rngs=rngs)
+                           for _, b, _, _ in shapes])
+    if stride != 1 or in_ch != self.out_channels:
+      self.shortcut = Conv3D(in_ch, self.out_channels, (1, 1, 1), stride=(1, stride, stride),
+                             fold_time=fold_time, rngs=rngs)
+      self.shortcut_norm = layers.Norm(self.out_channels, norm, groups=norm_groups, rngs=rngs)
+    else:
+      self.shortcut = self.shortcut_norm = None
+
+  def __call__(self, x):
+    skip = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x))
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = norm(conv(x))
+      if i < len(self.convs) - 1:
+        x = jax.nn.relu(x)
+    return jax.nn.relu(x + skip)
+
+
+class FastPathway(nnx.Module):
+  """SeCo's video net ("FastNet"): the Fast pathway of a SlowFast network, pooled.
+
+  `[M, T, H, W, 3]` clips -> `[M, out_channels]`: a (5,7,7) stem conv of
+  stride (1,2,2) and a (1,3,3) max pool of stride (1,2,2); stages of
+  `FastBottleneck`s with spatial strides 1, 2, 2, 2 and no temporal stride
+  (every frame keeps its own features until the pool); a global average pool
+  over time and space. The original: stem 8 channels, blocks (3, 4, 6, 3),
+  widths (8, 16, 32, 64), so 256 output channels, on 24 frames of 128 px.
   """
 
-  def __init__(self, out_dim: int, *, frame_net: dict | None = None, temporal_kernel: int = 3,
-               temporal_layers: int = 2, rngs: nnx.Rngs):
-    """Builds the track.
-
-    Args:
-      out_dim: features per frame.
-      frame_net: `VisualEncoder` arguments of the per-frame net (6 input
-        channels: the frame and its difference).
-      temporal_kernel: frames each 1-D conv spans.
-      temporal_layers: residual 1-D conv layers.
-    """
-    self.frame_net = visual_lib.VisualEncoder(out_dim, in_channels=6, **(frame_net or {}),
-                                              rngs=rngs)
-    self.temporal = nnx.List([
-        nnx.Conv(out_dim, out_dim, (temporal_kernel,), padding="SAME", rngs=rngs)
-        for _ in range(temporal_layers)])
+  def __init__(self, *, stem_channels: int = 8, blocks: tuple[int, ...] = (3, 4, 6, 3),
+               widths: tuple[int, ...] = (8, 16, 32, 64), norm: str = "batch",
+               norm_groups: int = 4, fold_time: bool = True, rngs: nnx.Rngs):
+    if len(blocks) != len(widths) or not blocks:
+      raise ValueError(f"fast pathway blocks={blocks} and widths={widths} need one entry "
+                       "per stage")
+    self.stem = Conv3D(3, stem_channels, (5, 7, 7), stride=(1, 2, 2), fold_time=fold_time,
+                       rngs=rngs)
+    self.stem_norm = layers.Norm(stem_channels, norm, groups=min(norm_groups, stem_channels),
+                                 rngs=rngs)
+    stages, prev = [], stem_channels
+    for i, (count, width) in enumerate(zip(blocks, widths)):
+      stage = []
+      for j in range(count):
+        b = FastBottleneck(prev, width, stride=2 if i > 0 and j == 0 else 1, norm=norm,
+                           norm_groups=norm_groups, fold_time=fold_time, rngs=rngs)
+        stage.append(b)
+        prev = b.out_channels
+      stages.append(nnx.List(stage))
+    self.stages = nnx.List(stages)
+    self.out_channels = prev
 
   def __call__(self, clips):
     if clips.ndim != 5:
-      raise ValueError(f"frame track input {clips.shape}: expected [M, K, H, W, C] clips")
-    moved = jnp.concatenate([jnp.zeros_like(clips[:, :1]), jnp.diff(clips, axis=1)], axis=1)
-    x = jnp.concatenate([clips, moved], axis=-1)
-    m, k = x.shape[:2]
-    h = self.frame_net(x.reshape((m * k, 1) + x.shape[2:])).reshape(m, k, -1)
-    for conv in self.temporal:
-      h = h + conv(jax.nn.relu(h))
-    return h
+      raise ValueError(f"video net input {clips.shape}: expected [M, T, H, W, C] clips")
+    x = jax.nn.relu(self.stem_norm(self.stem(clips)))
+    x = nnx.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+    for stage in self.stages:
+      for b in stage:
+        x = b(x)
+    return x.mean(axis=(1, 2, 3))

@@ -146,23 +146,27 @@ class ResNet18(nnx.Module):
   """
 
   def __init__(self, *, in_channels: int = 3, dilated: bool = False,
-               rngs: nnx.Rngs):
+               stage_channels: tuple[int, ...] = STAGE_CHANNELS,
+               blocks_per_stage: int = BLOCKS_PER_STAGE, rngs: nnx.Rngs):
+    """See the class docstring; `stage_channels` and `blocks_per_stage` give other
+    depths and widths (SeCo's ResNet-10 sync net: 32-64-128-256, one block each)."""
     self.in_channels = in_channels
     self.dilated = dilated
-    self.conv1 = conv2d(in_channels, STAGE_CHANNELS[0], 7, stride=2, rngs=rngs)
-    self.bn1 = batch_norm(STAGE_CHANNELS[0], rngs=rngs)
+    self.out_channels = stage_channels[-1]
+    self.conv1 = conv2d(in_channels, stage_channels[0], 7, stride=2, rngs=rngs)
+    self.bn1 = batch_norm(stage_channels[0], rngs=rngs)
     stages = []
-    prev = STAGE_CHANNELS[0]
-    for i, channels in enumerate(STAGE_CHANNELS):
+    prev = stage_channels[0]
+    for i, channels in enumerate(stage_channels):
       stride = 1 if i == 0 else 2
-      dilations = [(1, 1)] * BLOCKS_PER_STAGE
-      if dilated and i == len(STAGE_CHANNELS) - 1:
+      dilations = [(1, 1)] * blocks_per_stage
+      if dilated and i == len(stage_channels) - 1:
         # `_nostride_dilate(dilate=2)`: the strided 3x3 conv gets dilate // 2,
         # every other 3x3 conv gets dilate.
         stride = 1
-        dilations = [(1, 2)] + [(2, 2)] * (BLOCKS_PER_STAGE - 1)
+        dilations = [(1, 2)] + [(2, 2)] * (blocks_per_stage - 1)
       blocks = []
-      for j in range(BLOCKS_PER_STAGE):
+      for j in range(blocks_per_stage):
         blocks.append(BasicBlock(prev, channels, stride=stride if j == 0 else 1,
                                  dilations=dilations[j], rngs=rngs))
         prev = channels

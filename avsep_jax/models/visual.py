@@ -20,7 +20,8 @@ from flax import nnx
 
 from avsep_jax.models import layers
 
-BACKBONES = ("convnet", "resnet18", "resnet18_dilated")
+# resnet10: SeCo's spectrogram net (one basic block per stage, 32-64-128-256).
+BACKBONES = ("convnet", "resnet18", "resnet18_dilated", "resnet10")
 HEADS = ("avg_linear", "conv1x1_fc", "conv_max")
 ACTIVATIONS = ("none", "sigmoid", "relu")
 # What a model's visual queries are: the batch's `frames` or object `crops`.
@@ -45,6 +46,9 @@ def build_backbone(backbone: str, *, widths: tuple[int, ...] = (16, 32, 64, 64),
                          rngs=rngs)
     return net, net.out_channels, 2**len(widths)
   from avsep_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  if backbone == "resnet10":
+    return resnet.ResNet18(in_channels=in_channels, stage_channels=(32, 64, 128, 256),
+                           blocks_per_stage=1, rngs=rngs), 256, 32
   dilated = backbone == "resnet18_dilated"
   return resnet.ResNet18(in_channels=in_channels, dilated=dilated, rngs=rngs), 512, (
       16 if dilated else 32)
