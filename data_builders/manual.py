@@ -59,6 +59,8 @@ def _examples_or_error(video):
 class ManualVideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the builders that read a manual_dir of downloaded recordings."""
 
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
   HOMEPAGE = ""
   DESCRIPTION = ""
 

@@ -60,26 +60,24 @@ class Conv3D(nnx.Module):
     return y.reshape(shifted.shape[:2] + y.shape[1:])
 
 
-class Block3D(nnx.Module):
-  """A basic or bottleneck residual block; projection shortcut when the shape changes."""
+class Residual3D(nnx.Module):
+  """Convs in sequence (each normalised, ReLU between) plus a shortcut, then ReLU.
 
-  def __init__(self, in_ch: int, width: int, *, block: str, stride: int, norm: str,
+  `shapes`: `(in, out, kernel, stride)` per conv; the shortcut is a strided
+  1x1x1 projection where the shape changes (`shortcut_stride` != 1 or other
+  channels), else the identity.
+  """
+
+  def __init__(self, in_ch: int, shapes, *, shortcut_stride: tuple[int, int, int], norm: str,
                norm_groups: int, fold_time: bool = True, rngs: nnx.Rngs):
-    s = (stride,) * 3
-    expansion = 4 if block == "bottleneck" else 1
-    self.out_channels = width * expansion
-    if block == "basic":
-      shapes = [(in_ch, width, (3, 3, 3), s), (width, width, (3, 3, 3), (1, 1, 1))]
-    else:
-      shapes = [(in_ch, width, (1, 1, 1), (1, 1, 1)), (width, width, (3, 3, 3), s),
-                (width, self.out_channels, (1, 1, 1), (1, 1, 1))]
+    self.out_channels = shapes[-1][1]
     self.convs = nnx.List([Conv3D(a, b, k, stride=st, fold_time=fold_time, rngs=rngs)
                            for a, b, k, st in shapes])
     self.norms = nnx.List([layers.Norm(b, norm, groups=norm_groups, rngs=rngs)
                            for _, b, _, _ in shapes])
-    if stride != 1 or in_ch != self.out_channels:
-      self.shortcut = Conv3D(in_ch, self.out_channels, (1, 1, 1), stride=s, fold_time=fold_time,
-                             rngs=rngs)
+    if any(x != 1 for x in shortcut_stride) or in_ch != self.out_channels:
+      self.shortcut = Conv3D(in_ch, self.out_channels, (1, 1, 1), stride=shortcut_stride,
+                             fold_time=fold_time, rngs=rngs)
       self.shortcut_norm = layers.Norm(self.out_channels, norm, groups=norm_groups, rngs=rngs)
     else:
       self.shortcut = self.shortcut_norm = None
@@ -91,6 +89,21 @@ class Block3D(nnx.Module):
       if i < len(self.convs) - 1:
         x = jax.nn.relu(x)
     return jax.nn.relu(x + skip)
+
+
+class Block3D(Residual3D):
+  """A basic or bottleneck residual block (Hara et al.), strided in time and space."""
+
+  def __init__(self, in_ch: int, width: int, *, block: str, stride: int, norm: str,
+               norm_groups: int, fold_time: bool = True, rngs: nnx.Rngs):
+    s = (stride,) * 3
+    if block == "basic":
+      shapes = [(in_ch, width, (3, 3, 3), s), (width, width, (3, 3, 3), (1, 1, 1))]
+    else:
+      shapes = [(in_ch, width, (1, 1, 1), (1, 1, 1)), (width, width, (3, 3, 3), s),
+                (width, 4 * width, (1, 1, 1), (1, 1, 1))]
+    super().__init__(in_ch, shapes, shortcut_stride=s, norm=norm, norm_groups=norm_groups,
+                     fold_time=fold_time, rngs=rngs)
 
 
 class ResNet3D(nnx.Module):
@@ -147,33 +160,17 @@ class ResNet3D(nnx.Module):
 
 
 
-class FastBottleneck(nnx.Module):
+class FastBottleneck(Residual3D):
   """A SlowFast Fast-pathway block: (3,1,1) conv -> (1,3,3) conv with the spatial stride
-  -> (1,1,1) conv to 4x width, plus a projection shortcut when the shape changes."""
+  -> (1,1,1) conv to 4x width (no temporal stride)."""
 
   def __init__(self, in_ch: int, width: int, *, stride: int, norm: str, norm_groups: int,
                fold_time: bool = True, rngs: nnx.Rngs):
-    self.out_channels = 4 * width
-    shapes = [(in_ch, width, (3, 1, 1), (1, 1, 1)), (width, width, (1, 3, 3), (1, stride, stride)),
-              (width, self.out_channels, (1, 1, 1), (1, 1, 1))]
-    self.convs = nnx.List([Conv3D(a, b, k, stride=st, fold_time=fold_time, rngs=rngs)
-                           for a, b, k, st in shapes])
-    self.norms = nnx.List([layers.Norm(b, norm, groups=norm_groups, rngs=rngs)
-                           for _, b, _, _ in shapes])
-    if stride != 1 or in_ch != self.out_channels:
-      self.shortcut = Conv3D(in_ch, self.out_channels, (1, 1, 1), stride=(1, stride, stride),
-                             fold_time=fold_time, rngs=rngs)
-      self.shortcut_norm = layers.Norm(self.out_channels, norm, groups=norm_groups, rngs=rngs)
-    else:
-      self.shortcut = self.shortcut_norm = None
-
-  def __call__(self, x):
-    skip = x if self.shortcut is None else self.shortcut_norm(self.shortcut(x))
-    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-      x = norm(conv(x))
-      if i < len(self.convs) - 1:
-        x = jax.nn.relu(x)
-    return jax.nn.relu(x + skip)
+    s = (1, stride, stride)
+    shapes = [(in_ch, width, (3, 1, 1), (1, 1, 1)), (width, width, (1, 3, 3), s),
+              (width, 4 * width, (1, 1, 1), (1, 1, 1))]
+    super().__init__(in_ch, shapes, shortcut_stride=s, norm=norm, norm_groups=norm_groups,
+                     fold_time=fold_time, rngs=rngs)
 
 
 class FastPathway(nnx.Module):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import pathlib
 
-import tensorflow_datasets as tfds
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -61,8 +60,6 @@ def read_segments(path, names: dict[str, str], split: str) -> list[videos_lib.Li
 class AudiosetInstruments(manual.ManualVideoBuilder):
   """AudioSet single-instrument clips from a manual_dir of downloaded videos."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [manual.ManualConfig(
       name="instruments15", description="15 instruments, single-instrument clips.",
       class_names=INSTRUMENTS15, clip=videos_lib.ClipOptions(clip_seconds=10.0))]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import tensorflow_datasets as tfds
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -58,8 +57,6 @@ CONFIGS = [
 class Music(manual.ManualVideoBuilder):
   """MUSIC solos or duets from a manual_dir of downloaded videos."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = CONFIGS
   DEFAULT_CONFIG_NAME = "music21"
   HOMEPAGE = "https://github.com/roudimit/MUSIC_dataset"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import pathlib
 import re
 
-import tensorflow_datasets as tfds
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -79,8 +78,6 @@ def find_pieces(manual_dir, report: videos_lib.BuildReport) -> list[videos_lib.V
 class Urmp(manual.ManualVideoBuilder):
   """URMP ensembles from a manual_dir of the downloaded dataset."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [manual.ManualConfig(
       name="default", description="All 44 pieces, train/validation/test by piece.",
       class_names=URMP_CLASSES, split_by_class=False,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import pathlib
 
-import tensorflow_datasets as tfds
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -58,8 +57,6 @@ def read_list(path) -> list[videos_lib.ListedClip]:
 class Vggsound(manual.ManualVideoBuilder):
   """VGGSound instrument clips from a manual_dir of downloaded videos."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = [manual.ManualConfig(
       name="instruments", description="The 55 instrument labels; train/validation/test.",
       class_names=INSTRUMENT_LABELS,
