@@ -60,6 +60,19 @@ class Conv3D(nnx.Module):
     return y.reshape(shifted.shape[:2] + y.shape[1:])
 
 
+def build_stages(channels: int, blocks, widths, make_block):
+  """`(stages, out_channels)`: stages of `make_block(in, width, stride)` blocks, the
+  first block of every stage but the first with stride 2."""
+  stages = []
+  for i, (count, width) in enumerate(zip(blocks, widths)):
+    stage = []
+    for j in range(count):
+      stage.append(make_block(channels, width, 2 if i > 0 and j == 0 else 1))
+      channels = stage[-1].out_channels
+    stages.append(nnx.List(stage))
+  return nnx.List(stages), channels
+
+
 class Residual3D(nnx.Module):
   """Convs in sequence (each normalised, ReLU between) plus a shortcut, then ReLU.
 
@@ -135,17 +148,11 @@ class ResNet3D(nnx.Module):
     self.stem = Conv3D(in_channels, widths[0], (k, k, k), stride=(1, 2, 2), fold_time=fold_time,
                        rngs=rngs)
     self.stem_norm = layers.Norm(widths[0], norm, groups=norm_groups, rngs=rngs)
-    stages, prev = [], widths[0]
-    for i, (count, width) in enumerate(zip(blocks, widths)):
-      stage = []
-      for j in range(count):
-        b = Block3D(prev, width, block=block, stride=2 if i > 0 and j == 0 else 1, norm=norm,
-                    norm_groups=norm_groups, fold_time=fold_time, rngs=rngs)
-        stage.append(b)
-        prev = b.out_channels
-      stages.append(nnx.List(stage))
-    self.stages = nnx.List(stages)
-    self.out_channels = prev
+    self.stages, self.out_channels = build_stages(
+        widths[0], blocks, widths,
+        lambda c_in, width, stride: Block3D(c_in, width, block=block, stride=stride, norm=norm,
+                                            norm_groups=norm_groups, fold_time=fold_time,
+                                            rngs=rngs))
 
   def __call__(self, clips):
     if clips.ndim != 5:
@@ -194,17 +201,11 @@ class FastPathway(nnx.Module):
                        rngs=rngs)
     self.stem_norm = layers.Norm(stem_channels, norm, groups=min(norm_groups, stem_channels),
                                  rngs=rngs)
-    stages, prev = [], stem_channels
-    for i, (count, width) in enumerate(zip(blocks, widths)):
-      stage = []
-      for j in range(count):
-        b = FastBottleneck(prev, width, stride=2 if i > 0 and j == 0 else 1, norm=norm,
-                           norm_groups=norm_groups, fold_time=fold_time, rngs=rngs)
-        stage.append(b)
-        prev = b.out_channels
-      stages.append(nnx.List(stage))
-    self.stages = nnx.List(stages)
-    self.out_channels = prev
+    self.stages, self.out_channels = build_stages(
+        stem_channels, blocks, widths,
+        lambda c_in, width, stride: FastBottleneck(c_in, width, stride=stride, norm=norm,
+                                                   norm_groups=norm_groups,
+                                                   fold_time=fold_time, rngs=rngs))
 
   def __call__(self, clips):
     if clips.ndim != 5:
