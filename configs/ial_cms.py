@@ -46,10 +46,12 @@ Choices (original code vs ours):
   third (`train.update_every` = 3 and the critic's `every` = 1 in `:full`);
   the separator's gradient is still computed every step here. CPU default:
   both every step.
-- Visual net: the original's frozen DeepLabv3+ on an ImageNet ResNet-18
-  (ASPP, decoder) is not built; `:full` uses a ResNet-18 trunk trained from
-  scratch (no weights can be downloaded here), the CPU default the CPU
-  recipe's small conv trunk.
+- Visual net: `:full` builds the original's DeepLabv3+ on a ResNet-18
+  (`models/deeplab.py`: ASPP of rates 1, 3, 6, 9 to 512 channels on layer4,
+  layer3 reduced to 48, one 3x3 fusing conv to 512), then the common-space
+  MLP. The original keeps its ImageNet-pretrained DeepLab frozen; no weights
+  can be downloaded here, so it trains from scratch. The CPU default uses the
+  CPU recipe's small conv trunk without the decoder.
 - Separator: the shared audio U-Net (the original: a ResNet-style encoder with
   a bilinear decoder) with its levels' AdaIN replaced by a scale and shift
   after each level's normalisation (`h (1 + gamma) + beta`; the same
@@ -93,7 +95,9 @@ def get_config(arg: str | None = None):
   critic = None
   if size == "full":
     dim = 512
-    visual = dict(backbone="resnet18", norm="batch")
+    visual = dict(backbone="resnet18", norm="batch",
+                  decoder=dict(rates=(1, 3, 6, 9), aspp_channels=512, reduced_channels=48,
+                               out_channels=512, shallow_stage=3))
     if setting == "unsupervised":
       critic = dict(widths=(64, 128, 256, 512, 1024), hidden=1024)
     bank = 1000

@@ -175,3 +175,18 @@ def test_critic_pairs_scored_from_one_encoding_each():
   np.testing.assert_allclose(fresh().score_pairs(encoded, rolled),
                              fresh().score_pairs(fresh().encode(flat), fresh().encode(partner)),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_deeplab_head_shapes_and_size():
+  from avsep_jax.models import deeplab
+  head = deeplab.DeepLabV3PlusHead(8, 16, rates=(1, 3), aspp_channels=6, reduced_channels=4,
+                                   out_channels=10, norm="batch", rngs=nnx.Rngs(0))
+  shallow = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
+  deep = jax.random.normal(jax.random.key(1), (2, 2, 2, 16))
+  assert head(shallow, deep).shape == (2, 8, 8, 10)
+  # 1x1 and dilated 3x3 ASPP branches, image pooling, projection, reduction,
+  # fusion; no conv biases; BatchNorm scale and bias after each conv.
+  convs = 16 * 6 + 9 * 16 * 6 + 16 * 6 + 3 * 6 * 6 + 8 * 4 + 9 * (6 + 4) * 10
+  norms = 2 * (6 + 6 + 6 + 6 + 4 + 10)
+  params = sum(x.size for x in jax.tree.leaves(nnx.state(head, nnx.Param)))
+  assert params == convs + norms

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avsep_jax.audio import masks as masks_lib
+from avsep_jax.models import deeplab
 from avsep_jax.models import layers
 from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
@@ -34,9 +35,29 @@ class VisualMaps(nnx.Module):
 
   def __init__(self, dim: int, *, backbone: str = "convnet",
                widths: tuple[int, ...] = (16, 32, 64, 64), norm: str = "group",
-               norm_groups: int = 8, rngs: nnx.Rngs):
+               norm_groups: int = 8, decoder: dict | None = None, rngs: nnx.Rngs):
+    """Builds the net.
+
+    Args:
+      dim: D, the maps' channels.
+      backbone, widths, norm, norm_groups: the trunk (`visual.build_backbone`).
+      decoder: None, or `deeplab.DeepLabV3PlusHead` arguments plus
+        `shallow_stage` (1-4, the ResNet stage it reads besides the last; the
+        original: 3): IAL-CMS's DeepLabv3+ on a ResNet-18 (`backbone='resnet18'`).
+    """
     self.trunk, channels, _ = visual_lib.build_backbone(
         backbone, widths=widths, norm=norm, norm_groups=norm_groups, rngs=rngs)
+    if not decoder:
+      self.decoder, self.shallow_stage = None, None
+    else:
+      if backbone != "resnet18":
+        raise ValueError(f"visual decoder needs backbone='resnet18', not {backbone!r}")
+      decoder = dict(decoder)
+      self.shallow_stage = int(decoder.pop("shallow_stage", 3))
+      shallow = (64, 128, 256, 512)[self.shallow_stage - 1]
+      self.decoder = deeplab.DeepLabV3PlusHead(shallow, channels, norm=norm,
+                                               norm_groups=norm_groups, **decoder, rngs=rngs)
+      channels = decoder.get("out_channels", 512)
     # The original's common-space MLP: 1x1 conv, ReLU, norm, 1x1 conv.
     self.common_in = layers.conv(channels, dim, 1, rngs=rngs)
     self.common_norm = layers.Norm(dim, norm, groups=norm_groups, rngs=rngs)
@@ -44,7 +65,12 @@ class VisualMaps(nnx.Module):
 
   def __call__(self, images):
     lead = images.shape[:-3]
-    x = self.trunk(images.reshape((-1,) + images.shape[-3:]))
+    flat = images.reshape((-1,) + images.shape[-3:])
+    if self.decoder is None:
+      x = self.trunk(flat)
+    else:
+      stages = self.trunk.stage_outputs(flat)
+      x = self.decoder(stages[self.shallow_stage - 1], stages[-1])
     x = self.common_out(self.common_norm(jax.nn.relu(self.common_in(x))))
     x = x.reshape(lead + x.shape[1:])
     if images.ndim == 6:

@@ -177,6 +177,11 @@ class ResNet18(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Feature map of images `x` `[B, H, W, in_channels]` -> `[B, H', W', 512]`."""
+    return self.stage_outputs(x)[-1]
+
+  def stage_outputs(self, x: jax.Array) -> list[jax.Array]:
+    """Each stage's output (layer1..layer4; strides 4, 8, 16, 32), for decoders that
+    also read shallower features (DeepLabv3+)."""
     if x.ndim != 4 or x.shape[-1] != self.in_channels:
       raise ValueError(
           f"x must be [B, H, W, {self.in_channels}] (NHWC); got shape {x.shape}")
@@ -184,7 +189,9 @@ class ResNet18(nnx.Module):
     # Padded positions are -inf inside `max_pool`, as in PyTorch's MaxPool2d.
     x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2),
                      padding=((1, 1), (1, 1)))
+    outputs = []
     for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
       for block in stage:
         x = block(x)
-    return x
+      outputs.append(x)
+    return outputs
