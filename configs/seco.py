@@ -62,6 +62,8 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi):
   The noise-like maracas, unlike any training class, get almost no bins.
 - fold 2 (held out: accordion, piano, trumpet), 1400 steps (640 s): -3.68 /
   -3.73 dB (piano +0.24, accordion -6.23, trumpet -5.04; SAR 3.4 dB).
+- fold 1 with the spectrogram net trained too
+  (`--config.train.module_learning_rates.sync_net=0.001`): -3.43 / -3.49 dB.
 - Our earlier interpretation (Co-Separation-style separator, softmax masks,
   InfoNCE, mask sum and re-mixing terms), replaced when the code was found:
   -0.76 / +0.30 dB; Co-Separation on the same 10 classes: -2.43 / -2.06 dB.
