@@ -252,21 +252,3 @@ def test_class_masks_mix_class_channels_by_the_classifier_s_probabilities():
   np.testing.assert_allclose(jax.nn.sigmoid(out["mask_logits"][0, :, 0]), class_masks[..., 3],
                              rtol=1e-4, atol=1e-5)
 
-
-def test_film_varying_over_time_broadcasts_over_frequency_only():
-  net = models.AudioUNet(1, 1, ngf=4, num_levels=3, max_channels=8, norm="group",
-                         norm_groups=4, rngs=nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(0), (2, 16, 8, 1))
-  skips = net.encode(x)
-  keys = iter(jax.random.split(jax.random.key(1), 12))
-  film = [(jax.random.normal(next(keys), (2, c)), jax.random.normal(next(keys), (2, c)))
-          for c in net.up_channels()]
-  per_time = [tuple(jnp.broadcast_to(v[:, None], (2, 8 // 2**i, v.shape[-1])) for v in gb)
-              for i, gb in enumerate(film)]
-  np.testing.assert_allclose(net.decode(skips, film=per_time), net.decode(skips, film=film),
-                             rtol=1e-5, atol=1e-6)
-  # A change at the outermost level's last time frame moves only that frame's output.
-  moved = list(per_time)
-  moved[0] = (per_time[0][0].at[:, -1].add(1.0), per_time[0][1])
-  diff = np.abs(np.asarray(net.decode(skips, film=moved) - net.decode(skips, film=per_time)))
-  assert diff[:, :, :-1].max() == 0 and diff[:, :, -1].max() > 0

@@ -17,10 +17,9 @@ from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
 
 
-def query_pass(visual: visual_lib.VisualEncoder, net: unet_lib.AudioUNet, mix_mag, crops,
-               film=None):
+def query_pass(visual: visual_lib.VisualEncoder, net: unet_lib.AudioUNet, mix_mag, crops):
   """Visual vectors `[B, N, D]` and mask logits `[B, N, F, T]`, each source's vector tiled
-  at the U-Net's bottleneck (`film`: the decoder's per-source conditioning, rows `[B*N]`).
+  at the U-Net's bottleneck.
 
   Every source of a mixture has the same U-Net input, so the way down runs once
   per mixture and only the way up once per source (the same numbers as one
@@ -30,7 +29,7 @@ def query_pass(visual: visual_lib.VisualEncoder, net: unet_lib.AudioUNet, mix_ma
   b, n = vectors.shape[:2]
   log_mix = masks_lib.log_magnitude(mix_mag)[..., None]               # [B, F, T, 1]
   skips = [jnp.repeat(h, n, axis=0) for h in net.encode(log_mix)]     # [B*N, ...]
-  out = net.decode(skips, vectors.reshape(b * n, -1), film=film)
+  out = net.decode(skips, vectors.reshape(b * n, -1))
   return vectors, out.reshape((b, n) + out.shape[1:3])
 
 

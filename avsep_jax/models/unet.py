@@ -124,12 +124,9 @@ class AudioUNet(nnx.Module):
     Args:
       skips: `encode`'s features.
       cond: `[B, cond_dim]`, tiled at the bottleneck (nets built with `cond_dim`).
-      film: per level (outermost first) None or `(gamma, beta)`, each
-        `[B, C_level]` or, varying over time, `[B, T_level, C_level]` with
-        T_level the level's time length (`T / 2**level`): the level's
-        normalised up-conv output becomes `h * (1 + gamma) + beta`
-        (AdaIN-style dense conditioning, IAL-CMS; SeCo's motion track; sizes
-        from `up_channels`).
+      film: per level (outermost first) None or `(gamma, beta)` `[B, C_level]`:
+        the level's normalised up-conv output becomes `h * (1 + gamma) + beta`
+        (AdaIN-style dense conditioning, IAL-CMS; sizes from `up_channels`).
     """
     if (cond is None) != (self.cond_dim == 0):
       raise ValueError(f"U-Net built with cond_dim={self.cond_dim} but called with "
@@ -144,8 +141,8 @@ class AudioUNet(nnx.Module):
         h = layers.upsample2x(h, self.upsample)
       h = self.up_norms[i](self.up[i](h))
       if film is not None and film[i] is not None:
-        gamma, beta = (x[:, None, None, :] if x.ndim == 2 else x[:, None] for x in film[i])
-        h = h * (1 + gamma) + beta
+        gamma, beta = film[i]
+        h = h * (1 + gamma[:, None, None, :]) + beta[:, None, None, :]
       if i > 0:
         h = jnp.concatenate([skips[i - 1], h], axis=-1)
     return h
