@@ -240,8 +240,13 @@ def model_inputs(batch: dict, mix_mag, source_mag=None) -> dict:
   return inputs
 
 
-def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targets: bool = True):
-  """Each source's share of the mixture (SoP: sum / N), the mixture and its features."""
+def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targets: bool = True,
+              companions=None):
+  """Each source's share of the mixture (SoP: sum / N), the mixture and its features.
+
+  `companions` `[B, N, L]` (SeCo: another clip of each source's class), scaled
+  as the shares, add their magnitude maps `companion_mag` to the features.
+  """
   n = jnp.maximum(source_mask.sum(1), 1).astype(sources.dtype)[:, None, None]
   shares = sources * source_mask[..., None] / n                     # [B, N, L]
   mixture = shares.sum(1)                                          # [B, L]
@@ -250,6 +255,10 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
       mixture, shares if with_targets else None, n_fft=a.n_fft, hop_length=a.hop_length,
       warp_bins=a.warp_bins, align_corners=a.align_corners, mask=a.mask, mask_max=a.mask_max,
       binary_threshold=a.binary_threshold)
+  if companions is not None:
+    features["companion_mag"] = audio.magnitude_map(
+        companions / n, n_fft=a.n_fft, hop_length=a.hop_length, warp_bins=a.warp_bins,
+        align_corners=a.align_corners)
   return shares, mixture, features
 
 
@@ -310,20 +319,17 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
       gain = jax.random.uniform(gain_key, sources.shape[:2] + (1,), sources.dtype,
                                 *volume_range)
       sources = jnp.clip(sources * gain, -1.0, 1.0)
-    if crop_dropout:  # blank crops: the model must find the source from its frames
+    if crop_dropout:  # blank crops (train.crop_dropout)
       blank = jax.random.bernoulli(crop_key, crop_dropout, sources.shape[:2])
       crops = batch["crops"]
       batch = dict(batch, crops=jnp.where(blank[..., None, None, None], 0.0, crops))
-    shares, _, features = front_end(config, sources, batch["source_mask"])
+    shares, _, features = front_end(config, sources, batch["source_mask"],
+                                    companions=batch.get("companions"))
     align = loss_cfg.alignment_weight
     inputs = model_inputs(batch, features["mix_mag"],
                           features["source_mag"] if align or loss_cfg.name == "seco" else None)
-    if "companions" in batch:  # another clip of each source's class, scaled as its share
-      a = config.audio
-      n = jnp.maximum(batch["source_mask"].sum(1), 1).astype(sources.dtype)[:, None, None]
-      inputs["companion_mag"] = audio.magnitude_map(
-          batch["companions"] / n, n_fft=a.n_fft, hop_length=a.hop_length,
-          warp_bins=a.warp_bins, align_corners=a.align_corners)
+    if "companion_mag" in features:
+      inputs["companion_mag"] = features["companion_mag"]
     outputs = model(inputs)
     if loss_cfg.name == "ial":
       a, ial = config.audio, loss_cfg.ial

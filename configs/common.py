@@ -120,7 +120,7 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.stages = ()
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
   # Probability that a training source's object crop is blanked (zeros after
-  # normalisation), so the model must also use its frames (SeCo's motion track).
+  # normalisation), so a model that also reads frames must use them (no config sets it).
   c.train.crop_dropout = 0.0
   c.train.loss = config_dict.ConfigDict()
   c.train.loss.name = "mask"      # 'mask' (losses.mask_loss) or 'ial' (losses.ial_loss)
