@@ -29,6 +29,7 @@ class DeepLabV3PlusHead(nnx.Module):
                       padding=((rate * (kernel // 2),) * 2,) * 2, use_bias=False, rngs=rngs)
       return conv, layers.Norm(c_out, norm, groups=norm_groups, rngs=rngs)
 
+    self.out_channels = out_channels
     self.aspp = nnx.List([nnx.List(branch(deep_channels, aspp_channels, 1 if r == 1 else 3, r))
                           for r in rates])
     self.pool_branch = nnx.List(branch(deep_channels, aspp_channels, 1))

@@ -26,6 +26,7 @@ from flax import nnx
 from avsep_jax.audio import masks as masks_lib
 from avsep_jax.models import deeplab
 from avsep_jax.models import layers
+from avsep_jax.models import resnet
 from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
 
@@ -54,10 +55,10 @@ class VisualMaps(nnx.Module):
         raise ValueError(f"visual decoder needs backbone='resnet18', not {backbone!r}")
       decoder = dict(decoder)
       self.shallow_stage = int(decoder.pop("shallow_stage", 3))
-      shallow = (64, 128, 256, 512)[self.shallow_stage - 1]
+      shallow = resnet.STAGE_CHANNELS[self.shallow_stage - 1]
       self.decoder = deeplab.DeepLabV3PlusHead(shallow, channels, norm=norm,
                                                norm_groups=norm_groups, **decoder, rngs=rngs)
-      channels = decoder.get("out_channels", 512)
+      channels = self.decoder.out_channels
     # The original's common-space MLP: 1x1 conv, ReLU, norm, 1x1 conv.
     self.common_in = layers.conv(channels, dim, 1, rngs=rngs)
     self.common_norm = layers.Norm(dim, norm, groups=norm_groups, rngs=rngs)
