@@ -40,10 +40,6 @@ def _file_lock(path: pathlib.Path):
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-# Builders of users' downloaded data: they read a manual_dir and take `strict`.
-MANUAL_BUILDERS = ("audioset_instruments", "music", "urmp", "vggsound")
-
-
 def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None,
                     manual_dir: str | None = None, max_examples: int | None = None,
                     strict: bool = False, allow_pickle: bool = False):
@@ -53,8 +49,9 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     name: a registered dataset, optionally with `/config`.
     data_dir: TFDS data_dir (default: TFDS's own).
     num_workers: processes that make or decode examples; default: the CPU's cores.
-    manual_dir: the folder of the user's downloaded data (builders of
-      `MANUAL_BUILDERS`; default: TFDS's `<data_dir>/downloads/manual`).
+    manual_dir: the folder of the user's downloaded data (builders derived
+      from `data_builders.manual.ManualVideoBuilder`; default: TFDS's
+      `<data_dir>/downloads/manual`).
     max_examples: at most this many examples per split (a quick trial build).
     strict: stop at the first file a builder of downloaded data cannot use,
       instead of skipping it and listing it in the build's `build_report.tsv`.
@@ -66,11 +63,17 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import data_builders  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
+  from data_builders import manual  # pylint: disable=g-import-not-at-top
   data_dir = data_dir or default_data_dir()
-  family = name.split("/")[0]
-  kwargs = {"num_workers": num_workers} if family in ("synthetic_music",) + MANUAL_BUILDERS else {}
-  if family in MANUAL_BUILDERS:
-    kwargs.update(strict=strict, allow_pickle=allow_pickle)
+  try:
+    builder_cls = tfds.builder_cls(name.split("/")[0])
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"dataset {name!r} is not registered ({e})") from e
+  kwargs = {}
+  if issubclass(builder_cls, manual.ManualVideoBuilder):
+    kwargs = dict(num_workers=num_workers, strict=strict, allow_pickle=allow_pickle)
+  elif builder_cls.name == "synthetic_music":
+    kwargs = dict(num_workers=num_workers)
   try:
     builder = tfds.builder(name, data_dir=data_dir, **kwargs)
   except tfds.core.registered.DatasetNotFoundError as e:
