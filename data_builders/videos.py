@@ -287,6 +287,11 @@ def find_videos(manual_dir, class_names, report: BuildReport,
   return [found[k] for k in sorted(found)]
 
 
+def _group_rng(seed: int, labels: tuple[str, ...]) -> np.random.Generator:
+  """The seeded generator of one class's (or class combination's) split."""
+  return np.random.default_rng([seed, *map(ord, "|".join(labels))])
+
+
 def assign_splits(videos: list[VideoSource], fractions: dict[str, float],
                   seed: int, by_class: bool = True) -> dict[str, list[VideoSource]]:
   """`{split: videos}`: the layout's splits where every video has one, else per
@@ -306,7 +311,7 @@ def assign_splits(videos: list[VideoSource], fractions: dict[str, float],
   weights = np.asarray([fractions[n] for n in names], np.float64)
   for labels in sorted(groups):
     group = groups[labels]
-    order = np.random.default_rng([seed, *map(ord, "|".join(labels))]).permutation(len(group))
+    order = _group_rng(seed, labels).permutation(len(group))
     counts = np.floor(weights / weights.sum() * len(group)).astype(int)
     counts[(counts == 0) & (weights > 0)] = 1     # every split gets one of each class ...
     while counts.sum() > len(group):               # ... as far as there are enough
@@ -556,7 +561,7 @@ def hold_out_validation(videos: list[VideoSource], fraction: float, seed: int
     (by_class.setdefault(v.labels, []) if v.split == "train" else out).append(v)
   for labels in sorted(by_class):
     group = by_class[labels]
-    order = np.random.default_rng([seed, *map(ord, "|".join(labels))]).permutation(len(group))
+    order = _group_rng(seed, labels).permutation(len(group))
     count = max(1, int(round(fraction * len(group)))) if len(group) > 1 else 0
     held = set(order[:count].tolist())
     out += [dataclasses.replace(v, split="validation") if i in held else v
