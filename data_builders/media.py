@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import pathlib
 
+from etils import epath
 import numpy as np
 from PIL import Image
 
@@ -28,6 +28,8 @@ class MediaError(ValueError):
 def _open(path):
   import av  # pylint: disable=g-import-not-at-top
   try:
+    if "://" in str(path):  # gs://... (Beam workers on Dataflow): PyAV reads a file object
+      return av.open(io.BytesIO(epath.Path(path).read_bytes()))
     return av.open(str(path))
   except (av.error.FFmpegError, OSError) as e:
     raise MediaError(path, f"cannot open ({e})") from e
@@ -158,7 +160,7 @@ def read_frame_folder(folder, fps: float, folder_fps: float, short_side: int = 0
   Raises:
     MediaError: a missing or empty folder, or an undecodable image.
   """
-  folder = pathlib.Path(folder)
+  folder = epath.Path(folder)
   if not folder.is_dir():
     raise MediaError(folder, "frame folder is missing")
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -170,7 +172,7 @@ def read_frame_folder(folder, fps: float, folder_fps: float, short_side: int = 0
   for k in picks:
     if k not in cache:
       try:
-        image = Image.open(paths[k])
+        image = Image.open(io.BytesIO(paths[k].read_bytes()))
         image.load()
       except Exception as e:  # PIL raises several types for corrupt data
         raise MediaError(paths[k], f"cannot decode image ({e})") from e

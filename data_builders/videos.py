@@ -22,9 +22,9 @@ import csv
 import dataclasses
 import io
 import json
-import pathlib
 import re
 
+from etils import epath
 import numpy as np
 from PIL import Image
 
@@ -150,7 +150,17 @@ def split_class_names(name: str, class_names) -> tuple[str, ...] | None:
   return None
 
 
-def _detection_file(manual_dir: pathlib.Path, video_id: str, stem_with_ext: str):
+def csv_rows(path, **reader_options):
+  """The rows (lists of str) of a CSV file, local or `gs://`, one at a time."""
+  return csv.reader(io.StringIO(epath.Path(path).read_text(), newline=""), **reader_options)
+
+
+def files_under(root: epath.Path) -> list[epath.Path]:
+  """Every file below `root`, sorted (local folders and `gs://` alike: epath has no rglob)."""
+  return sorted(folder / name for folder, _, names in root.walk() for name in names)
+
+
+def _detection_file(manual_dir: epath.Path, video_id: str, stem_with_ext: str):
   for folder in ("detections", "detection_results"):
     for name in (f"{stem_with_ext}.npy", f"{video_id}.npy"):
       path = manual_dir / folder / name
@@ -163,7 +173,7 @@ SECO_PICKLES = ("train.pkl", "test.pkl")
 SECO_FRAMES_FPS = 12.0
 
 
-def read_seco_pickles(root: pathlib.Path, class_names, report: BuildReport,
+def read_seco_pickles(root: epath.Path, class_names, report: BuildReport,
                       allow_pickle: bool) -> list[VideoSource]:
   """SeCo's `train.pkl` / `test.pkl` (clips `{category, index, audio}`; the test file
   `{data: [...], samples: [...]}`) with frames in `frames/<category>/<index>.mp4/`
@@ -178,7 +188,7 @@ def read_seco_pickles(root: pathlib.Path, class_names, report: BuildReport,
                      "allow_pickle=True) if you trust these files")
   out = []
   for path in paths:
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
       payload = pickle.load(handle)   # opted in by the user (allow_pickle)
     clips = payload["data"] if isinstance(payload, dict) else payload
     split = "train" if path.name == "train.pkl" else "test"
@@ -210,7 +220,7 @@ def find_videos(manual_dir, class_names, report: BuildReport,
   Raises:
     ValueError: `manual_dir` is missing or holds no layout this reads.
   """
-  root = pathlib.Path(manual_dir)
+  root = epath.Path(manual_dir)
   if not root.is_dir():
     raise ValueError(f"manual_dir {root} does not exist; see the dataset's download "
                      "instructions in README.md")
@@ -229,23 +239,22 @@ def find_videos(manual_dir, class_names, report: BuildReport,
   csvs = sorted(p for p in root.glob("*.csv") if p.stem.lower() in SPLIT_FILES)
   for path in csvs:
     split = SPLIT_FILES[path.stem.lower()]
-    with open(path, newline="") as handle:
-      for line_no, row in enumerate(csv.reader(handle), 1):
-        if not row or row[0].strip().upper() == "AUDIO_PATH":
-          continue
-        if len(row) < 2:
-          report.add(BadFile(f"{path}:{line_no}", "expected AUDIO_PATH,FRAMES_PATH"
-                                                  "[,DETECTION_PATH]"))
-          continue
-        audio, frames = (root / row[0].strip()), (root / row[1].strip())
-        labels = split_class_names(audio.parent.name, class_names)
-        if labels is None:
-          ignored.add(audio.parent.name)
-          continue
-        det = row[2].strip() if len(row) > 2 and row[2].strip() else None
-        add(VideoSource(frames.name.split(".")[0], labels, audio=str(audio),
-                        frames_dir=str(frames), detections=str(root / det) if det else None,
-                        split=split))
+    for line_no, row in enumerate(csv_rows(path), 1):
+      if not row or row[0].strip().upper() == "AUDIO_PATH":
+        continue
+      if len(row) < 2:
+        report.add(BadFile(f"{path}:{line_no}", "expected AUDIO_PATH,FRAMES_PATH"
+                                                "[,DETECTION_PATH]"))
+        continue
+      audio, frames = (root / row[0].strip()), (root / row[1].strip())
+      labels = split_class_names(audio.parent.name, class_names)
+      if labels is None:
+        ignored.add(audio.parent.name)
+        continue
+      det = row[2].strip() if len(row) > 2 and row[2].strip() else None
+      add(VideoSource(frames.name.split(".")[0], labels, audio=str(audio),
+                      frames_dir=str(frames), detections=str(root / det) if det else None,
+                      split=split))
 
   frames_root, audio_root = root / "frames", root / "audio"
   if not csvs and frames_root.is_dir() and audio_root.is_dir():
@@ -332,7 +341,7 @@ def load_detections(path) -> np.ndarray:
   wrong shape, non-finite values or boxes with x2 < x1 or y2 < y1.
   """
   try:
-    rows = np.load(path, allow_pickle=False)
+    rows = np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
   except FileNotFoundError as e:
     raise BadFile(path, "detection file is missing") from e
   except (ValueError, OSError) as e:
@@ -491,7 +500,7 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
 
 def write_split_file(path, splits: dict[str, list[str]]) -> None:
   """The recording ids of each split as JSON `{split: [video_id, ...]}`."""
-  pathlib.Path(path).write_text(json.dumps(splits, indent=1) + "\n")
+  epath.Path(path).write_text(json.dumps(splits, indent=1) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -520,11 +529,11 @@ def find_listed_clips(manual_dir, listed: list[ListedClip], class_names,
   offline) and clips with several of the classes are counted in
   `report.notes`, not as bad files.
   """
-  root = pathlib.Path(manual_dir)
+  root = epath.Path(manual_dir)
   if not root.is_dir():
     raise ValueError(f"manual_dir {root} does not exist; see README.md")
   files = {}
-  for path in sorted(root.rglob("*")):
+  for path in files_under(root):
     if path.suffix.lower() in VIDEO_SUFFIXES:
       files.setdefault(path.stem, path)
   known = set(class_names)

@@ -16,9 +16,7 @@ the eval list `test`.
 
 from __future__ import annotations
 
-import csv
-import pathlib
-
+from etils import epath
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -34,26 +32,24 @@ LISTS = {"balanced_train_segments.csv": "train", "unbalanced_train_segments.csv"
 
 def read_class_names(path) -> dict[str, str]:
   """`class_labels_indices.csv` -> `{mid: display_name}`."""
-  with open(path, newline="") as handle:
-    rows = list(csv.reader(handle))
+  rows = list(videos_lib.csv_rows(path))
   return {row[1].strip(): row[2].strip() for row in rows[1:] if len(row) >= 3}
 
 
 def read_segments(path, names: dict[str, str], split: str) -> list[videos_lib.ListedClip]:
   """A segment list -> clips with display-name labels ('#' lines are comments)."""
   clips = []
-  with open(path, newline="") as handle:
-    for line_no, row in enumerate(csv.reader(handle, skipinitialspace=True), 1):
-      if not row or row[0].startswith("#"):
-        continue
-      try:
-        youtube_id, start = row[0].strip(), float(row[1])
-      except (IndexError, ValueError) as e:
-        raise ValueError(f"{path}:{line_no}: expected YTID, start_seconds, end_seconds, "
-                         f'"labels"; got {row}') from e
-      mids = ",".join(row[3:]).replace('"', "").split(",")
-      labels = tuple(names.get(m.strip(), m.strip()) for m in mids if m.strip())
-      clips.append(videos_lib.ListedClip(youtube_id, start, labels, split))
+  for line_no, row in enumerate(videos_lib.csv_rows(path, skipinitialspace=True), 1):
+    if not row or row[0].startswith("#"):
+      continue
+    try:
+      youtube_id, start = row[0].strip(), float(row[1])
+    except (IndexError, ValueError) as e:
+      raise ValueError(f"{path}:{line_no}: expected YTID, start_seconds, end_seconds, "
+                       f'"labels"; got {row}') from e
+    mids = ",".join(row[3:]).replace('"', "").split(",")
+    labels = tuple(names.get(m.strip(), m.strip()) for m in mids if m.strip())
+    clips.append(videos_lib.ListedClip(youtube_id, start, labels, split))
   return clips
 
 
@@ -73,7 +69,7 @@ class AudiosetInstruments(manual.ManualVideoBuilder):
       "--dataset=audioset_instruments --manual_dir=DIR`).")
 
   def find_recordings(self, manual_dir, report):
-    root = pathlib.Path(manual_dir)
+    root = epath.Path(manual_dir)
     indices = root / "class_labels_indices.csv"
     if not indices.exists():
       raise ValueError(f"{indices} is missing: put AudioSet's class_labels_indices.csv there")

@@ -17,9 +17,9 @@ There is no official split: pieces are split 70/15/15 % by a seeded shuffle
 
 from __future__ import annotations
 
-import pathlib
 import re
 
+from etils import epath
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -41,11 +41,12 @@ def find_pieces(manual_dir, report: videos_lib.BuildReport) -> list[videos_lib.V
   Raises:
     ValueError: `manual_dir` is missing or has no piece folder.
   """
-  root = pathlib.Path(manual_dir)
+  root = epath.Path(manual_dir)
   if not root.is_dir():
     raise ValueError(f"manual_dir {root} does not exist; see README.md (URMP)")
   pieces = []
-  for folder in sorted({p.parent for p in root.rglob("AuSep_*")}):
+  parts = (p for p in videos_lib.files_under(root) if p.name.startswith("AuSep_"))
+  for folder in sorted({p.parent for p in parts}):
     match = PIECE.match(folder.name)
     abbreviations = match.group(3).split("_") if match else []
     unknown = [a for a in abbreviations if a not in ABBREVIATIONS]

@@ -13,9 +13,7 @@ split is kept, and a seeded 10 % of each class's training clips is held out as
 
 from __future__ import annotations
 
-import csv
-import pathlib
-
+from etils import epath
 
 from data_builders import manual
 from data_builders import videos as videos_lib
@@ -41,16 +39,15 @@ SPLITS = {"train": "train", "test": "test"}
 def read_list(path) -> list[videos_lib.ListedClip]:
   """`vggsound.csv` rows -> clips (a malformed row is a `ValueError` naming its line)."""
   clips = []
-  with open(path, newline="") as handle:
-    for line_no, row in enumerate(csv.reader(handle), 1):
-      if not row:
-        continue
-      try:
-        youtube_id, start, label, split = (x.strip() for x in row[:4])
-        clips.append(videos_lib.ListedClip(youtube_id, float(start), (label,), SPLITS[split]))
-      except (ValueError, KeyError) as e:
-        raise ValueError(f"{path}:{line_no}: expected youtube_id,start_seconds,label,"
-                         f"train|test; got {row}") from e
+  for line_no, row in enumerate(videos_lib.csv_rows(path), 1):
+    if not row:
+      continue
+    try:
+      youtube_id, start, label, split = (x.strip() for x in row[:4])
+      clips.append(videos_lib.ListedClip(youtube_id, float(start), (label,), SPLITS[split]))
+    except (ValueError, KeyError) as e:
+      raise ValueError(f"{path}:{line_no}: expected youtube_id,start_seconds,label,"
+                       f"train|test; got {row}") from e
   return clips
 
 
@@ -70,7 +67,7 @@ class Vggsound(manual.ManualVideoBuilder):
       "(`python -m avsep_jax.data.prepare --dataset=vggsound --manual_dir=DIR`).")
 
   def find_recordings(self, manual_dir, report):
-    listing = pathlib.Path(manual_dir) / "vggsound.csv"
+    listing = epath.Path(manual_dir) / "vggsound.csv"
     if not listing.exists():
       raise ValueError(f"{listing} is missing: put VGGSound's published vggsound.csv there")
     found = videos_lib.find_listed_clips(manual_dir, read_list(listing),
