@@ -3,14 +3,28 @@
 # project needs: Debian packages (when missing and we may install them), the pinned
 # requirements.txt, and the package itself in editable mode.
 #
-#   bash launch/setup.sh          # idempotent; re-installs only when requirements change
+#   bash launch/setup.sh              # idempotent; re-installs only when requirements change
+#   bash launch/setup.sh --with-beam  # also .venv-beam, the environment of Beam dataset builds
+#
+# .venv-beam holds everything .venv does, with apache-beam added and the packages it
+# constrains re-pinned as requirements-beam.txt says (Beam caps protobuf and pillow below
+# the versions requirements.txt pins, so the two cannot share one environment).
 #
 # Environment: PYTHON (default python3.11, else python3), VENV (default .venv),
-# AVSEP_NO_UV=1 (install with pip instead of uv).
+# BEAM_VENV (default .venv-beam), AVSEP_NO_UV=1 (install with pip instead of uv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+WITH_BEAM=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-beam) WITH_BEAM=1 ;;
+    *) echo "setup: unknown argument '$arg' (usage: bash launch/setup.sh [--with-beam])" >&2
+       exit 2 ;;
+  esac
+done
 VENV=${VENV:-.venv}
+BEAM_VENV=${BEAM_VENV:-.venv-beam}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3 || true)}
 if [ -z "$PYTHON" ] || ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "setup: no Python interpreter found (looked for python3.11, python3);" \
@@ -42,37 +56,61 @@ if sys.version_info < (3, 11):
              "(set PYTHON=/path/to/python3.11)")
 PY
 
-stamp="$VENV/.avsep_jax_installed"
-want=$(cat requirements.txt requirements-no-deps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  echo "setup: $VENV is up to date"
-  exit 0
-fi
-
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-echo "setup: installing pinned requirements into $VENV (a minute or two on a fresh machine)"
-# uv resolves and downloads in parallel: ~20 s for requirements.txt from an empty
-# cache against ~2 min for pip on 2 cores. pip stays the fallback (and runs `pip check`).
 UV_VERSION=0.13.9
-pip_quiet() {  # quiet, minus the notices some pip configurations print per package
-  "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+
+# install_venv VENV REQUIREMENTS_FILE...: create or update one environment, then `pip check` it.
+install_venv() {
+  local venv=$1; shift
+  local stamp="$venv/.avsep_jax_installed" want
+  want=$(cat "$@" requirements-no-deps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup: $venv is up to date"
+    return 0
+  fi
+  [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+  echo "setup: installing pinned requirements into $venv (a minute or two on a fresh machine)"
+  pip_quiet() {  # quiet, minus the notices some pip configurations print per package
+    "$venv/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file" >&2)
+  }
+  # uv resolves and downloads in parallel: ~20 s for requirements.txt from an empty
+  # cache against ~2 min for pip on 2 cores. pip stays the fallback (and runs `pip check`).
+  local installer
+  if [ "${AVSEP_NO_UV:-0}" != 1 ] && pip_quiet install -q "uv==$UV_VERSION" && [ -x "$venv/bin/uv" ]; then
+    installer=("$venv/bin/uv" pip install -q --python "$venv/bin/python")
+  else
+    echo "setup: installing with pip (uv unavailable or AVSEP_NO_UV=1)"
+    installer=(pip_quiet install -q)
+  fi
+  local requirement_args=()
+  for file in "$@"; do requirement_args+=(-r "$file"); done
+  "${installer[@]}" "${requirement_args[@]}"
+  "${installer[@]}" --no-deps -r requirements-no-deps.txt
+  "${installer[@]}" --no-deps -e .
+  # pip check, minus the one requirement requirements-no-deps.txt leaves out on purpose.
+  local check problems
+  check=$("$venv/bin/python" -m pip check 2>&1 || true)
+  problems=$(printf '%s\n' "$check" | grep -v -e "^No broken requirements" \
+    -e "^tinysoundfont [0-9.]* requires pyaudio, which is not installed" -e '^$' || true)
+  if [ -n "$problems" ]; then
+    printf 'setup: pip check found conflicts in %s:\n%s\n' "$venv" "$problems" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
 }
-if [ "${AVSEP_NO_UV:-0}" != 1 ] && pip_quiet install -q "uv==$UV_VERSION" && [ -x "$VENV/bin/uv" ]; then
-  installer=("$VENV/bin/uv" pip install -q --python "$VENV/bin/python")
-else
-  echo "setup: installing with pip (uv unavailable or AVSEP_NO_UV=1)"
-  installer=(pip_quiet install -q)
+
+install_venv "$VENV" requirements.txt
+if [ "$WITH_BEAM" = 1 ]; then
+  # requirements.txt without the packages requirements-beam.txt re-pins (names compared
+  # the way pip compares them: case-insensitive, '-', '_' and '.' alike).
+  base=$(mktemp --suffix=.txt)
+  trap 'rm -f "$base"' EXIT
+  repinned=$(grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*' requirements-beam.txt | tr 'A-Z_.' 'a-z--')
+  while IFS= read -r line; do
+    name=$(printf '%s' "$line" | grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*' | tr 'A-Z_.' 'a-z--' || true)
+    if [ -z "$name" ] || ! printf '%s\n' "$repinned" | grep -qxF "$name"; then
+      printf '%s\n' "$line"
+    fi
+  done < requirements.txt > "$base"
+  install_venv "$BEAM_VENV" "$base" requirements-beam.txt
 fi
-"${installer[@]}" -r requirements.txt
-"${installer[@]}" --no-deps -r requirements-no-deps.txt
-"${installer[@]}" --no-deps -e .
-# pip check, minus the one requirement requirements-no-deps.txt leaves out on purpose.
-check=$("$VENV/bin/python" -m pip check 2>&1 || true)
-problems=$(printf '%s\n' "$check" | grep -v -e "^No broken requirements" \
-  -e "^tinysoundfont [0-9.]* requires pyaudio, which is not installed" -e '^$' || true)
-if [ -n "$problems" ]; then
-  printf 'setup: pip check found conflicts:\n%s\n' "$problems" >&2
-  exit 1
-fi
-echo "$want" > "$stamp"
 echo "setup: done"

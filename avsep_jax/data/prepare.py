@@ -3,6 +3,9 @@
     python -m avsep_jax.data.prepare --dataset=synthetic_music/small [--data_dir=DIR]
     python -m avsep_jax.data.prepare --dataset=music/music21 --manual_dir=~/MUSIC \
         [--max_examples=N] [--strict]
+    .venv-beam/bin/python -m avsep_jax.data.prepare --dataset=music/music21 \
+        --manual_dir=~/MUSIC --beam_runner=DirectRunner \
+        --beam_options="--direct_num_workers=8 --direct_running_mode=multi_processing"
 
 The entry points call `prepare_dataset` before reading, so a fresh machine
 builds the embedded dataset on first use. TFDS writes into a temporary folder
@@ -16,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import pathlib
+import shlex
 
 from absl import app
 from absl import flags
@@ -42,7 +46,8 @@ def _file_lock(path: pathlib.Path):
 
 def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int | None = None,
                     manual_dir: str | None = None, max_examples: int | None = None,
-                    strict: bool = False, allow_pickle: bool = False):
+                    strict: bool = False, allow_pickle: bool = False,
+                    beam_runner: str | None = None, beam_options: str | None = None):
   """Returns the TFDS builder of `name` (e.g. "synthetic_music/small"), built if needed.
 
   Args:
@@ -57,9 +62,18 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
       instead of skipping it and listing it in the build's `build_report.tsv`.
     allow_pickle: let a builder read pickled inputs (SeCo's `train.pkl`);
       unpickling runs code stored in the file, so only for files you trust.
+    beam_runner: build as an Apache Beam pipeline on this runner
+      ("DirectRunner" locally, "DataflowRunner", ...); builders of downloaded
+      data only. Needs apache-beam: `bash launch/setup.sh --with-beam`, then
+      `.venv-beam/bin/python`.
+    beam_options: Beam pipeline flags as one string, e.g.
+      "--direct_num_workers=8 --direct_running_mode=multi_processing" or
+      Dataflow's "--project=... --region=... --temp_location=gs://...".
+      Given alone, the pipeline runs on Beam's default runner.
 
   Raises:
-    ValueError: the dataset name is not registered.
+    ValueError: the dataset name is not registered, or Beam was asked for a
+      builder that does not support it or in an environment without it.
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import data_builders  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
@@ -69,6 +83,8 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     builder_cls = tfds.builder_cls(name.split("/")[0])
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"dataset {name!r} is not registered ({e})") from e
+  use_beam = beam_runner is not None or beam_options is not None
+  pipeline_options = _beam_pipeline_options(name, builder_cls, manual, beam_options, use_beam)
   kwargs = {}
   if issubclass(builder_cls, manual.ManualVideoBuilder):
     kwargs = dict(num_workers=num_workers, strict=strict, allow_pickle=allow_pickle)
@@ -88,12 +104,28 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
       builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
           compute_stats=tfds.download.ComputeStatsMode.SKIP,
           manual_dir=os.path.expanduser(manual_dir) if manual_dir else None,
-          max_examples_per_split=max_examples))
+          max_examples_per_split=max_examples, beam_runner=beam_runner,
+          beam_options=pipeline_options))
       skipped = builder.info.metadata.get("bad_files", []) if builder.info.metadata else []
       if skipped:
         logging.warning("%s: %d files skipped, listed with reasons in %s", name,
                         len(skipped), builder.data_path / "build_report.tsv")
   return builder
+
+
+def _beam_pipeline_options(name, builder_cls, manual, beam_options, use_beam):
+  """`PipelineOptions` of the `beam_options` string (None without Beam), or a clear error."""
+  if not use_beam:
+    return None
+  if not issubclass(builder_cls, manual.ManualVideoBuilder):
+    raise ValueError(f"dataset {name!r} builds without Beam: only builders of downloaded "
+                     "data (music, urmp, vggsound, audioset_instruments) take --beam_runner")
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError("a Beam build needs apache-beam, which this environment lacks: run "
+                     "`bash launch/setup.sh --with-beam` and use .venv-beam/bin/python") from e
+  return pipeline_options.PipelineOptions(shlex.split(beam_options or ""))
 
 
 def _check_shard(path: str, expected: int) -> None:
@@ -170,7 +202,8 @@ def main(argv):
   flag = flags.FLAGS
   builder = prepare_dataset(flag.dataset, flag.data_dir, num_workers=flag.num_workers,
                             manual_dir=flag.manual_dir, max_examples=flag.max_examples,
-                            strict=flag.strict, allow_pickle=flag.allow_pickle)
+                            strict=flag.strict, allow_pickle=flag.allow_pickle,
+                            beam_runner=flag.beam_runner, beam_options=flag.beam_options)
   print(f"{flag.dataset}: prepared in {builder.data_dir}")
   for split, info in builder.info.splits.items():
     print(f"  {split}: {info.num_examples} examples")
@@ -189,4 +222,9 @@ if __name__ == "__main__":  # flags only for the command line: importers may def
                     "and reporting it.")
   flags.DEFINE_bool("allow_pickle", False, "Read pickled inputs (SeCo's train.pkl/test.pkl). "
                     "Unpickling runs code stored in the file: only for files you trust.")
+  flags.DEFINE_string("beam_runner", None, "Build as an Apache Beam pipeline on this runner "
+                      "(DirectRunner, DataflowRunner, ...): run in .venv-beam "
+                      "(bash launch/setup.sh --with-beam).")
+  flags.DEFINE_string("beam_options", None, "Beam pipeline flags, one quoted string, e.g. "
+                      "'--direct_num_workers=8 --direct_running_mode=multi_processing'.")
   app.run(main)
