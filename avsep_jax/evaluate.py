@@ -49,6 +49,7 @@ from flax import nnx
 from avsep_jax import audio
 from avsep_jax import data
 from avsep_jax import metrics
+from avsep_jax import report as report_lib
 from avsep_jax import train
 
 METRICS = ("sdr", "sir", "sar")
@@ -167,6 +168,45 @@ def _overlap_average(estimates, starts: list[int], length: int):
   return (total / count)[:, None]
 
 
+def _mixture_list(config, split: str, num_mix: int, per_combination: int, duets: bool):
+  """`(source, index, specs, options)` of a split's fixed evaluation list (or its duets)."""
+  d, e = config.dataset, config.eval
+  source, index = data.open_indexed_split(d.name, split, d.data_dir)
+  if duets:
+    specs = data.multi_source_specs(index, e.segment_length)
+  else:
+    subset = tuple(e.class_subset) or None
+    path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
+                               segment_length=e.segment_length,
+                               per_combination=per_combination, seed=e.list_seed,
+                               class_subset=subset)
+    specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
+                                   per_combination=per_combination, class_subset=subset)
+  options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
+                            crop_size=d.crop_size, num_frames=d.num_frames,
+                            frame_size=d.frame_size, frame_rate=d.frame_rate)
+  return source, index, specs, options
+
+
+def _separator(config, model: nnx.Module, mesh: train.Mesh):
+  """`batch -> (shares [B, N, L], mixture [B, L], estimates [S, B, N, L])` on the mesh
+  (a batch not divisible by the devices is padded, then cut back)."""
+  graphdef, state = nnx.split(model)
+  config_json = config.to_json()
+  devices = jax.device_count()
+
+  def separate(batch):
+    size = len(batch["labels"])
+    pad = -size % devices
+    batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
+             for k, v in batch.items()}
+    batch = jax.device_put(batch, mesh.batch)
+    shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
+    return shares[:size], mixture[:size], estimates[:, :size]
+
+  return separate
+
+
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
                 per_combination: int = 1, duets: bool = False) -> dict[str, Any]:
   """Separates and scores the fixed list of `split`'s `num_mix`-mixtures.
@@ -184,33 +224,9 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   Returns:
     The summary (see the module docstring) with per-step and per-class parts.
   """
-  d, e = config.dataset, config.eval
-  source, index = data.open_indexed_split(d.name, split, d.data_dir)
-  if duets:
-    specs = data.multi_source_specs(index, e.segment_length)
-  else:
-    subset = tuple(e.class_subset) or None
-    path = data.eval_list_path(_lists_dir(config), d.name, split, num_mix,
-                               segment_length=e.segment_length,
-                               per_combination=per_combination, seed=e.list_seed,
-                               class_subset=subset)
-    specs = data.eval_mixture_list(path, index, num_mix, e.segment_length, seed=e.list_seed,
-                                   per_combination=per_combination, class_subset=subset)
-  options = data.MixOptions(num_mix=num_mix, segment_length=e.segment_length,
-                            crop_size=d.crop_size, num_frames=d.num_frames,
-                            frame_size=d.frame_size, frame_rate=d.frame_rate)
-  graphdef, state = nnx.split(model)
-  config_json = config.to_json()
-  devices = jax.device_count()
-
-  def separate(batch):
-    size = len(batch["labels"])
-    pad = -size % devices
-    batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
-             for k, v in batch.items()}
-    batch = jax.device_put(batch, mesh.batch)
-    shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
-    return shares[:size], mixture[:size], estimates[:, :size]
+  e = config.eval
+  source, index, specs, options = _mixture_list(config, split, num_mix, per_combination, duets)
+  separate = _separator(config, model, mesh)
 
   if e.window == "centre":
     batches = ((batch, *separate(batch))
@@ -269,6 +285,37 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   return result
 
 
+def report_samples(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
+                   per_combination: int = 1, duets: bool = False, count: int = 3
+                   ) -> list[report_lib.SampleView]:
+  """`count` mixtures of the list `score_split` scores (evenly spread over it), separated
+  on their centre segment, as report samples: crops, truths, every step's estimate."""
+  e = config.eval
+  source, _, specs, options = _mixture_list(config, split, num_mix, per_combination, duets)
+  picks = sorted(set(np.linspace(0, len(specs) - 1, min(count, len(specs))).round().astype(int)))
+  separate = _separator(config, model, mesh)
+  names = class_names(config)
+  group = f"{split}: duets" if duets else f"{split}: {num_mix}-mix"
+  samples = []
+  for batch in data.eval_dataset(source, [specs[i] for i in picks], options,
+                                 batch_size=e.batch_size):
+    shares, mixture, estimates = separate(batch)
+    scores = np.stack(_bss_eval(shares, estimates[-1], e.metric_backend))   # [3, B, N]
+    crops = data.mixtures.denormalise_images(batch["crops"])
+    for b in range(len(shares)):
+      views = []
+      for n in np.flatnonzero(batch["source_mask"][b]):
+        label = int(batch["labels"][b, n])
+        views.append(report_lib.SourceView(
+            name=names[label] if label < len(names) else str(label),
+            estimates=list(estimates[:, b, n]), query=crops[b, n], reference=shares[b, n],
+            scores=dict(zip(METRICS, scores[:, b, n].tolist()))))
+      title = " + ".join(v.name for v in views)
+      samples.append(report_lib.SampleView(group, f"{len(samples) + 1}. {title}", mixture[b],
+                                           views))
+  return samples
+
+
 def validation_sdr(config, model: nnx.Module, mesh: train.Mesh) -> dict[str, float]:
   """Mean SDR and SDRi on the validation list (N = eval.validation_num_mix), for training logs."""
   result = score_split(config, model, mesh, split=config.dataset.validation_split,
@@ -303,7 +350,8 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
   """Scores every `eval.num_mix` on the test split; writes JSON and Markdown; prints a table."""
   out_dir = pathlib.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
-  results = {}
+  e = config.eval
+  results, samples = {}, []
   split = config.dataset.test_split
   runs = [dict(split=split, num_mix=num_mix, per_combination=per_combination)
           for num_mix, per_combination in zip(config.eval.num_mix, config.eval.per_combination)]
@@ -317,12 +365,23 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
       data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
       (out_dir / f"{name}.md").write_text(markdown(result))
     results[name] = result
+    if e.report_samples and jax.process_index() == 0:
+      samples += report_samples(config, model, mesh, count=e.report_samples, **run)
     line = (f"{name}: SDR {result['sdr']:.2f}  SIR {result['sir']:.2f}  SAR {result['sar']:.2f}"
             f"  SDR mixture {result['sdr_mixture']:.2f}  SDRi {result['sdri']:.2f} dB  "
             f"({result['count']} mixtures, {result['skipped']} skipped)")
     if "per_step" in result:
       line += "\n  per step SDR: " + "  ".join(f"{r['sdr']:.2f}" for r in result["per_step"])
     print(line, flush=True)
+  if e.report_samples and jax.process_index() == 0:
+    index = report_lib.write_report(
+        out_dir / "report", title=f"{config.model.name} on {config.dataset.name}",
+        notes=[f"Checkpoint step {step}; workdir {workdir}.",
+               f"Samples: {e.report_samples} per list, evenly spread over it; each is "
+               f"its centre {e.segment_length}-sample segment (scores of that segment)."],
+        tables=list(results.values()), samples=samples,
+        options=report_lib.spectrogram_options(config))
+    print(f"wrote {index}", flush=True)
   print(f"wrote {out_dir}/", flush=True)
   return results
 

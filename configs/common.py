@@ -155,6 +155,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # Binary masks: each bin only to the source whose mask is the largest there (thesis).
   c.eval.mask_argmax = False
   c.eval.metric_backend = "jax"   # or 'mir_eval' (the reference, slow)
+  # eval/report/index.html: this many mixtures of each scored list (and duets) shown with
+  # crops, spectrograms and audio; 0: no report.
+  c.eval.report_samples = {"cpu": 3, "full": 5, "tiny": 1}[size]
   c.eval.after_training = True    # --mode=train ends with the test evaluation
   return c
 

@@ -5,6 +5,8 @@
 #
 #   bash launch/setup.sh              # idempotent; re-installs only when requirements change
 #   bash launch/setup.sh --with-beam  # also .venv-beam, the environment of Beam dataset builds
+#   bash launch/setup.sh --tests      # what the tests need: .venv-beam and chromium (which
+#                                     # renders the evaluation report in a test)
 #
 # .venv-beam holds everything .venv does, with apache-beam added and the packages it
 # constrains re-pinned as requirements-beam.txt says (Beam caps protobuf and pillow below
@@ -16,10 +18,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_BEAM=0
+FOR_TESTS=0
 for arg in "$@"; do
   case "$arg" in
     --with-beam) WITH_BEAM=1 ;;
-    *) echo "setup: unknown argument '$arg' (usage: bash launch/setup.sh [--with-beam])" >&2
+    --tests) WITH_BEAM=1; FOR_TESTS=1 ;;
+    *) echo "setup: unknown argument '$arg' (usage: bash launch/setup.sh [--with-beam|--tests])" >&2
        exit 2 ;;
   esac
 done
@@ -35,6 +39,9 @@ fi
 # Debian packages the project uses at run time. They are installed only when missing.
 # libcairo2: CairoSVG renders the instrument pictures of synthetic_music with it.
 DEBIAN_PACKAGES=(libcairo2)
+if [ "$FOR_TESTS" = 1 ]; then
+  DEBIAN_PACKAGES+=(chromium)  # a test renders the evaluation report in a headless browser
+fi
 if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
   DEBIAN_PACKAGES+=(python3-venv)
 fi

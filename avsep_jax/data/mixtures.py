@@ -212,6 +212,12 @@ def normalise_images(pixels: np.ndarray) -> np.ndarray:
   return (pixels.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
+def denormalise_images(pixels: np.ndarray) -> np.ndarray:
+  """`normalise_images` undone: uint8 `[..., H, W, 3]` for showing."""
+  restored = (np.asarray(pixels, np.float32) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
+  return np.clip(np.round(restored), 0, 255).astype(np.uint8)
+
+
 def _decode(jpeg: bytes, what: str) -> Image.Image:
   try:
     image = Image.open(io.BytesIO(jpeg))
