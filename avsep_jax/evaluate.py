@@ -59,10 +59,24 @@ METRICS = ("sdr", "sir", "sar")
 def _separate(graphdef, config_json: str, state, batch):
   """Estimates of every step `[S, B, N, L]`, each source's share and the mixture."""
   config = ml_collections.ConfigDict(json.loads(config_json))
-  model = nnx.view(nnx.merge(graphdef, state), use_running_average=True,
-                   raise_if_not_found=False)
   shares, mixture, features = train.front_end(config, batch["sources"], batch["source_mask"],
                                               with_targets=False)
+  return shares, mixture, _estimates(config, graphdef, state, batch, features, mixture.shape[-1])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def separate_mixture(graphdef, config_json: str, state, batch):
+  """Estimates of every step `[S, B, N, L]` of `batch["mixture"]` `[B, L]`, each source
+  asked for by the batch's `crops` (and `frames`), `source_mask` `[B, N]`."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  features = train.mixture_features(config, batch["mixture"])
+  return _estimates(config, graphdef, state, batch, features, batch["mixture"].shape[-1])
+
+
+def _estimates(config, graphdef, state, batch, features, length: int):
+  """The model (inference mode) on the batch's queries: every step's waveforms."""
+  model = nnx.view(nnx.merge(graphdef, state), use_running_average=True,
+                   raise_if_not_found=False)
   outputs = model(train.model_inputs(batch, features["mix_mag"]))
   if "masks" in outputs:                                               # IAL-CMS: >= 0
     masks = outputs["masks"]                                           # [S, B, N, F, T]
@@ -71,10 +85,9 @@ def _separate(graphdef, config_json: str, state, batch):
   if config.audio.mask == "binary":
     masks = binary_masks(masks, batch["source_mask"], config.eval.mask_threshold,
                          config.eval.mask_argmax)
-  estimates = audio.masks_to_waveforms(masks, features["mix_spec"], shares.shape[-1],
-                                       hop_length=config.audio.hop_length,
-                                       align_corners=config.audio.align_corners)
-  return shares, mixture, estimates
+  return audio.masks_to_waveforms(masks, features["mix_spec"], length,
+                                  hop_length=config.audio.hop_length,
+                                  align_corners=config.audio.align_corners)
 
 
 def binary_masks(masks, source_mask, threshold: float, argmax: bool):
@@ -389,6 +402,13 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
 def evaluate_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None
                         ) -> dict[str, Any]:
   """Loads checkpoint `step` (default: the latest) of `workdir` and evaluates it."""
+  model, mesh, step = load_checkpoint(config, workdir, step)
+  return evaluate_and_report(config, workdir, model, mesh, step=step)
+
+
+def load_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None):
+  """`(model, mesh, step)`: the model of checkpoint `step` (default: the latest) of
+  `workdir`, replicated over the devices."""
   workdir = pathlib.Path(workdir)
   train.validate_config(config)
   mesh = train.Mesh()
@@ -401,4 +421,4 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, step: int | None = 
   graphdef, state, _ = train.init_state(config)
   state, _ = train.restore_state(manager, step, state, jax.random.key(config.seed))
   state = jax.device_put(state, mesh.replicated)
-  return evaluate_and_report(config, workdir, nnx.merge(graphdef, state).model, mesh, step=step)
+  return nnx.merge(graphdef, state).model, mesh, step

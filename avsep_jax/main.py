@@ -3,6 +3,8 @@
   python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn  # train, test eval
   python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn --mode=eval  # latest
   python -m avsep_jax.main --config=configs/crn.py:full --config.train.steps=200 --workdir=...
+  python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn --mode=separate \
+      --input=duet.mp4 [--boxes="x1,y1,x2,y2;x1,y1,x2,y2"]   # or --input=mix.wav --images=a.jpg,b.jpg
 
 `--config` is an ml_collections config file (`file.py:arg` picks a size);
 `--config.<field>=value` overrides one field, and a field the config does not
@@ -12,6 +14,7 @@ have is an error. Training resumes from `--workdir`'s latest checkpoint.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -20,14 +23,31 @@ import jax
 from ml_collections import config_flags
 
 from avsep_jax import evaluate
+from avsep_jax import separate
 from avsep_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and reports go here.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
-                          "train (then evaluate, per eval.after_training) or eval.")
-_STEP = flags.DEFINE_integer("step", None, "--mode=eval: checkpoint step (default: latest).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "separate"],
+                          "train (then evaluate, per eval.after_training), eval, or separate "
+                          "(--input with the checkpoint).")
+_STEP = flags.DEFINE_integer("step", None, "--mode=eval/separate: checkpoint step (default: "
+                             "latest).")
+_INPUT = flags.DEFINE_string("input", None, "--mode=separate: a video (mp4, ...) or audio file "
+                             "(wav, mp3, ...) to separate.")
+_OUTPUT = flags.DEFINE_string("output", None, "--mode=separate: output folder (default: "
+                              "<workdir>/separated/<input name>).")
+_BOXES = flags.DEFINE_string("boxes", None, "--mode=separate, video: one box per source in the "
+                             "video's pixels, 'x1,y1,x2,y2;x1,y1,x2,y2'.")
+_DETECTIONS = flags.DEFINE_string("detections", None, "--mode=separate, video: a detector's "
+                                  ".npy rows [frame_idx, class_id, score, x1, y1, x2, y2].")
+_DETECTION_FPS = flags.DEFINE_float("detection_fps", 8.0, "--detections: the frame rate "
+                                    "frame_idx counts at.")
+_IMAGES = flags.DEFINE_list("images", [], "--mode=separate, audio input: a picture of each "
+                            "instrument, comma-separated.")
+_NUM_SOURCES = flags.DEFINE_integer("num_sources", 2, "--mode=separate, video without --boxes: "
+                                    "sources to separate (equal strips, or best detections).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -44,8 +64,20 @@ def main(argv):
         f"{jax.devices()[0].platform} device(s), workdir {_WORKDIR.value}", flush=True)
   if _MODE.value == "train":
     train.train_and_evaluate(config, _WORKDIR.value)
-  else:
+  elif _MODE.value == "eval":
     evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+  else:
+    if not _INPUT.value:
+      raise app.UsageError("--mode=separate needs --input=VIDEO_OR_AUDIO")
+    try:
+      out = separate.separate_file(
+          config, _WORKDIR.value, _INPUT.value, output=_OUTPUT.value, boxes=_BOXES.value,
+          detections=_DETECTIONS.value, images=_IMAGES.value, num_sources=_NUM_SOURCES.value,
+          detection_fps=_DETECTION_FPS.value, step=_STEP.value)
+    except (ValueError, FileNotFoundError) as e:  # bad input: say what, no traceback
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      sys.exit(1)
+    print(f"wrote {out}/source*.wav and {out}/report/index.html", flush=True)
 
 
 if __name__ == "__main__":

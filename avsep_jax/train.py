@@ -240,6 +240,15 @@ def model_inputs(batch: dict, mix_mag, source_mag=None) -> dict:
   return inputs
 
 
+def mixture_features(config: ml_collections.ConfigDict, mixture, shares=None) -> dict:
+  """`audio.separation_features` of mixtures `[B, L]` (and their shares) with `config.audio`."""
+  a = config.audio
+  return audio.separation_features(
+      mixture, shares, n_fft=a.n_fft, hop_length=a.hop_length, warp_bins=a.warp_bins,
+      align_corners=a.align_corners, mask=a.mask, mask_max=a.mask_max,
+      binary_threshold=a.binary_threshold)
+
+
 def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targets: bool = True,
               companions=None):
   """Each source's share of the mixture (SoP: sum / N), the mixture and its features.
@@ -250,11 +259,8 @@ def front_end(config: ml_collections.ConfigDict, sources, source_mask, with_targ
   n = jnp.maximum(source_mask.sum(1), 1).astype(sources.dtype)[:, None, None]
   shares = sources * source_mask[..., None] / n                     # [B, N, L]
   mixture = shares.sum(1)                                          # [B, L]
+  features = mixture_features(config, mixture, shares if with_targets else None)
   a = config.audio
-  features = audio.separation_features(
-      mixture, shares if with_targets else None, n_fft=a.n_fft, hop_length=a.hop_length,
-      warp_bins=a.warp_bins, align_corners=a.align_corners, mask=a.mask, mask_max=a.mask_max,
-      binary_threshold=a.binary_threshold)
   if companions is not None:
     features["companion_mag"] = audio.magnitude_map(
         companions / n, n_fft=a.n_fft, hop_length=a.hop_length, warp_bins=a.warp_bins,
