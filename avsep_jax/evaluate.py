@@ -314,19 +314,34 @@ def report_samples(config, model: nnx.Module, mesh: train.Mesh, *, split: str, n
                                  batch_size=e.batch_size):
     shares, mixture, estimates = separate(batch)
     scores = np.stack(_bss_eval(shares, estimates[-1], e.metric_backend))   # [3, B, N]
-    crops = data.mixtures.denormalise_images(batch["crops"])
+    pictures = query_pictures(batch)
     for b in range(len(shares)):
       views = []
       for n in np.flatnonzero(batch["source_mask"][b]):
         label = int(batch["labels"][b, n])
         views.append(report_lib.SourceView(
             name=names[label] if label < len(names) else str(label),
-            estimates=list(estimates[:, b, n]), query=crops[b, n], reference=shares[b, n],
+            estimates=list(estimates[:, b, n]), pictures=pictures(b, n), reference=shares[b, n],
             scores=dict(zip(METRICS, scores[:, b, n].tolist()))))
       title = " + ".join(v.name for v in views)
       samples.append(report_lib.SampleView(group, f"{len(samples) + 1}. {title}", mixture[b],
                                            views))
   return samples
+
+
+def query_pictures(batch):
+  """`(b, n) -> [(caption, uint8 picture)]`: the crop and, when the batch has frame
+  clips, their middle frame, as the model was shown them (`batch` normalised)."""
+  crops = data.mixtures.denormalise_images(batch["crops"])
+  frames = batch.get("frames")
+  middle = None if frames is None else data.mixtures.denormalise_images(
+      frames[:, :, frames.shape[2] // 2])
+
+  def pictures(b, n):
+    out = [("object crop", crops[b, n])]
+    return out if middle is None else out + [("middle frame", middle[b, n])]
+
+  return pictures
 
 
 def validation_sdr(config, model: nnx.Module, mesh: train.Mesh) -> dict[str, float]:

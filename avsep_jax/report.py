@@ -4,7 +4,8 @@
 `folder/index.html` with its pictures and sounds beside it:
 
 - metric tables (overall, per refinement step, per class);
-- for each sample: the mixture; per source its visual query (object crop),
+- for each sample: the mixture; per source its visual query (object crop,
+  and the middle frame of its frame clip for models that read frames),
   the ground truth (when known), the separated source and, for models with
   refinement steps, the estimate after every step; each as a log-magnitude
   spectrogram (PNG) and a wav with an `<audio>` player.
@@ -42,13 +43,13 @@ class SourceView:
     name: what it is (class name, or "source 1").
     estimates: separated waveforms `[L]` after each model step; the last is
       the model's answer.
-    query: the visual query shown for it, uint8 `[H, W, 3]`, or None.
+    pictures: `(caption, uint8 [H, W, 3])` of its visual query (crop, frame).
     reference: its true waveform `[L]` (evaluation), or None.
     scores: e.g. `{"sdr": ..., "sir": ..., "sar": ...}` in dB, or None.
   """
   name: str
   estimates: Sequence[np.ndarray]
-  query: np.ndarray | None = None
+  pictures: Sequence[tuple[str, np.ndarray]] = ()
   reference: np.ndarray | None = None
   scores: dict | None = None
 
@@ -148,8 +149,8 @@ def _sample_html(page: _Page, index: int, sample: SampleView) -> str:
     score = _score_text(source.scores)
     out.append(f'<h4>{name}{" — " + html.escape(score) if score else ""}</h4>'
                '<div class="row">')
-    if source.query is not None:
-      out.append(page.picture(f"{stem}_s{k}_query", source.query, "visual query"))
+    for p, (caption, rgb) in enumerate(source.pictures):
+      out.append(page.picture(f"{stem}_s{k}_query{p}", rgb, caption))
     if source.reference is not None:
       out.append(page.media(f"{stem}_s{k}_truth", source.reference, next(maps), top,
                             "ground truth"))

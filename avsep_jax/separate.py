@@ -298,13 +298,15 @@ def separate_file(config, workdir: str | pathlib.Path, input_path: str | pathlib
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
   try:
     import soundfile  # pylint: disable=g-import-not-at-top
-    middle = queries.window(max(0, len(recording.audio) // 2 - window // 2), window)["crops"]
+    middle = queries.window(max(0, len(recording.audio) // 2 - window // 2), window)
+    pictures = evaluate.query_pictures(
+        {k: data.mixtures.normalise_images(v[None]) for k, v in middle.items()})
     views = []
     for k in range(estimates.shape[1]):
       soundfile.write(staging / f"source{k + 1}.wav", np.clip(estimates[-1, k], -1, 1),
                       SAMPLE_RATE, subtype="PCM_16")
       views.append(report_lib.SourceView(f"{k + 1}: {queries.names[k]}", list(estimates[:, k]),
-                                         query=middle[k]))
+                                         pictures=pictures(0, k)))
     report_lib.write_report(
         staging / "report", title=f"{pathlib.Path(input_path).name}: separated",
         notes=[f"{config.model.name} checkpoint step {step} from {workdir}.",

@@ -48,7 +48,7 @@ def expected_media(samples):
     images, players = images + 1, players + 1                  # the mixture
     for source in sample.sources:
       waves = len(source.estimates) + (source.reference is not None)
-      images += waves + (source.query is not None)
+      images += waves + len(source.pictures)
       players += waves
   return images, players
 
@@ -107,3 +107,16 @@ def test_spectrograms_of_a_sample_share_one_colour_scale(tmp_path):
                       options=report.SpectrogramOptions(warp_bins=64))
   assert "t2" in index.read_text()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_queries_show_the_crop_and_the_middle_frame_as_the_model_saw_them():
+  from avsep_jax.data import mixtures  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  crops = rng.integers(0, 256, (2, 3, 8, 8, 3), dtype=np.uint8)
+  frames = rng.integers(0, 256, (2, 3, 5, 6, 6, 3), dtype=np.uint8)
+  batch = {"crops": mixtures.normalise_images(crops), "frames": mixtures.normalise_images(frames)}
+  (c1, crop), (c2, frame) = evaluate.query_pictures(batch)(1, 2)
+  assert (c1, c2) == ("object crop", "middle frame")
+  np.testing.assert_array_equal(crop, crops[1, 2])
+  np.testing.assert_array_equal(frame, frames[1, 2, 2])
+  assert len(evaluate.query_pictures({"crops": batch["crops"]})(0, 0)) == 1
