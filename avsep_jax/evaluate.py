@@ -44,10 +44,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from avsep_jax import audio
 from avsep_jax import data
+from avsep_jax import files
 from avsep_jax import metrics
 from avsep_jax import report as report_lib
 from avsep_jax import train
@@ -103,7 +106,26 @@ def binary_masks(masks, source_mask, threshold: float, argmax: bool):
 
 
 def _bss_eval(reference: np.ndarray, estimate: np.ndarray, backend: str):
-  """`(sdr, sir, sar)` `[B, N]`; NaN rows where a reference is silent."""
+  """`(sdr, sir, sar)` `[B, N]`; NaN rows where a reference is silent.
+
+  With several processes each scores every P-th mixture and the rows are
+  gathered, so every process returns the whole result.
+  """
+  count, me = jax.process_count(), jax.process_index()
+  if count == 1:
+    return _bss_eval_rows(reference, estimate, backend)
+  local = np.full((3,) + reference.shape[:2], np.nan)
+  if len(reference[me::count]):
+    local[:, me::count] = np.stack(_bss_eval_rows(reference[me::count], estimate[me::count],
+                                                  backend))
+  every = multihost_utils.process_allgather(local)                  # [P, 3, B, N]
+  out = np.empty_like(local)
+  for process in range(count):
+    out[:, process::count] = every[process][:, process::count]
+  return tuple(out)
+
+
+def _bss_eval_rows(reference: np.ndarray, estimate: np.ndarray, backend: str):
   if backend == "jax":
     return tuple(np.asarray(m) for m in metrics.bss_eval_sources(reference, estimate))
   if backend != "mir_eval":
@@ -118,10 +140,10 @@ def _bss_eval(reference: np.ndarray, estimate: np.ndarray, backend: str):
   return tuple(out)
 
 
-def _lists_dir(config) -> pathlib.Path:
+def _lists_dir(config) -> epath.Path:
   if config.eval.list_dir:
-    return pathlib.Path(config.eval.list_dir)
-  return pathlib.Path(config.dataset.data_dir or data.prepare.default_data_dir()) / "eval_lists"
+    return epath.Path(config.eval.list_dir)
+  return epath.Path(config.dataset.data_dir or data.prepare.default_data_dir()) / "eval_lists"
 
 
 def class_names(config) -> list[str]:
@@ -213,11 +235,28 @@ def _separator(config, model: nnx.Module, mesh: train.Mesh):
     pad = -size % devices
     batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
              for k, v in batch.items()}
-    batch = jax.device_put(batch, mesh.batch)
-    shares, mixture, estimates = jax.device_get(_separate(graphdef, config_json, state, batch))
+    shares, mixture, estimates = fetch(_separate(graphdef, config_json, state,
+                                                 put_global(batch, mesh)))
     return shares[:size], mixture[:size], estimates[:, :size]
 
   return separate
+
+
+def put_global(batch: dict, mesh: train.Mesh) -> dict:
+  """A batch every process holds whole -> global arrays sharded over `data` (each process
+  places the rows of its own devices; one process: a plain `device_put`)."""
+  if jax.process_count() == 1:
+    return jax.device_put(batch, mesh.batch)
+  return {k: jax.make_array_from_callback(np.shape(v), mesh.batch,
+                                          lambda index, v=v: np.asarray(v)[index])
+          for k, v in batch.items()}
+
+
+def fetch(tree):
+  """Global arrays -> numpy, whole on every process."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
@@ -376,7 +415,7 @@ def markdown(result: dict[str, Any]) -> str:
 def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
                         mesh: train.Mesh, *, step: int | None = None) -> dict[str, Any]:
   """Scores every `eval.num_mix` on the test split; writes JSON and Markdown; prints a table."""
-  out_dir = pathlib.Path(workdir) / "eval"
+  out_dir = epath.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
   e = config.eval
   results, samples = {}, []
@@ -391,9 +430,9 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
     name = f"{run['split']}_{run['num_mix']}mix"
     if jax.process_index() == 0:
       data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
-      (out_dir / f"{name}.md").write_text(markdown(result))
+      files.write_text_atomic(out_dir / f"{name}.md", markdown(result))
     results[name] = result
-    if e.report_samples and jax.process_index() == 0:
+    if e.report_samples:  # every process: the separation is one program over all devices
       samples += report_samples(config, model, mesh, count=e.report_samples, **run)
     line = (f"{name}: SDR {result['sdr']:.2f}  SIR {result['sir']:.2f}  SAR {result['sar']:.2f}"
             f"  SDR mixture {result['sdr_mixture']:.2f}  SDRi {result['sdri']:.2f} dB  "
@@ -424,7 +463,7 @@ def evaluate_checkpoint(config, workdir: str | pathlib.Path, step: int | None = 
 def load_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None):
   """`(model, mesh, step)`: the model of checkpoint `step` (default: the latest) of
   `workdir`, replicated over the devices."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   train.validate_config(config)
   mesh = train.Mesh()
   manager = train.checkpoint_manager(workdir, config)

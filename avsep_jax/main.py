@@ -6,6 +6,11 @@
   python -m avsep_jax.main --config=configs/crn.py --workdir=runs/crn --mode=separate \
       --input=duet.mp4 [--boxes="x1,y1,x2,y2;x1,y1,x2,y2"]   # or --input=mix.wav --images=a.jpg,b.jpg
 
+Several processes (a Cloud TPU pod slice, GPU nodes) run the same command
+with `--distributed` (cluster detected by `jax.distributed.initialize`) or
+with `--coordinator_address=HOST:PORT --num_processes=P --process_id=I`;
+see launch/README.md.
+
 `--config` is an ml_collections config file (`file.py:arg` picks a size);
 `--config.<field>=value` overrides one field, and a field the config does not
 have is an error. Training resumes from `--workdir`'s latest checkpoint.
@@ -48,20 +53,41 @@ _IMAGES = flags.DEFINE_list("images", [], "--mode=separate, audio input: a pictu
                             "instrument, comma-separated.")
 _NUM_SOURCES = flags.DEFINE_integer("num_sources", 2, "--mode=separate, video without --boxes: "
                                     "sources to separate (equal strips, or best detections).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Several processes: call "
+                                 "jax.distributed.initialize(), which finds the cluster on "
+                                 "Cloud TPU and SLURM (or give the three flags below).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes: "
+                                   "HOST:PORT of process 0 (implies --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Several processes: this one's index.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize` when asked for (before any other use of jax)."""
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if not _DISTRIBUTED.value and all(v is None for v in explicit):
+    return
+  if any(v is not None for v in explicit) and any(v is None for v in explicit):
+    raise app.UsageError("give all of --coordinator_address, --num_processes and "
+                         "--process_id, or none of them (with --distributed)")
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                             num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  initialize_distributed()
   # Compiled steps are cached across runs (the eval after training, resumed runs).
   jax.config.update("jax_compilation_cache_dir",
                     os.path.expanduser("~/.cache/avsep_jax/jax_compilation"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
   config = _CONFIG.value
   print(f"{config.model.name} on {config.dataset.name}: {jax.device_count()} "
-        f"{jax.devices()[0].platform} device(s), workdir {_WORKDIR.value}", flush=True)
+        f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), "
+        f"workdir {_WORKDIR.value}", flush=True)
   if _MODE.value == "train":
     train.train_and_evaluate(config, _WORKDIR.value)
   elif _MODE.value == "eval":

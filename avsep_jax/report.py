@@ -23,13 +23,13 @@ import dataclasses
 import html
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Sequence
 
+from etils import epath
 import numpy as np
 
 from avsep_jax import audio
+from avsep_jax import files
 
 SPECTROGRAM_RANGE_DB = 80.0
 SPECTROGRAM_COLORMAP = "magma"
@@ -211,7 +211,7 @@ _LOAD_CHECK = ("<script>window.addEventListener('load', function () {"
 
 def write_report(folder: str | os.PathLike, *, title: str, samples: Sequence[SampleView],
                  tables: Sequence[dict] = (), notes: Sequence[str] = (),
-                 options: SpectrogramOptions = SpectrogramOptions()) -> pathlib.Path:
+                 options: SpectrogramOptions = SpectrogramOptions()) -> epath.Path:
   """Writes the report into `folder` (replacing an earlier one); returns its index.html.
 
   Args:
@@ -222,10 +222,7 @@ def write_report(folder: str | os.PathLike, *, title: str, samples: Sequence[Sam
     notes: lines shown under the title (checkpoint, input file, ...).
     options: the STFT and colour range of the spectrograms.
   """
-  folder = pathlib.Path(folder)
-  folder.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-  try:
+  with files.staged_folder(folder) as staging:
     page = _Page(staging, options)
     body = [f"<h1>{html.escape(title)}</h1>"]
     body += [f"<p>{html.escape(note)}</p>" for note in notes]
@@ -241,17 +238,5 @@ def write_report(folder: str | os.PathLike, *, title: str, samples: Sequence[Sam
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             + "\n".join(body) + _LOAD_CHECK + "</body></html>\n")
     (staging / "index.html").write_text(text, encoding="utf-8")
-    staging.chmod(0o755)
-    if folder.exists():
-      old = folder.with_name(f".{folder.name}.old")
-      shutil.rmtree(old, ignore_errors=True)
-      folder.rename(old)
-      staging.rename(folder)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      staging.rename(folder)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
-  return folder / "index.html"
+  return epath.Path(folder) / "index.html"
 

@@ -19,8 +19,8 @@ The audio (resampled to 11025 Hz mono) is cut into windows of
 and the windows' estimates are put back together by overlap-add with Hann
 weights normalised by their sum (so estimates that equal their window give the
 input back exactly). Writes `source<k>.wav` per source, of the input's exact
-length, and `report/index.html` into the output folder; the folder is filled
-beside its final place and renamed into it at the end, so a failed run leaves
+length, and `report/index.html` into the output folder (local or `gs://`);
+the folder is staged and moved into place at the end, so a failed run leaves
 nothing half-written.
 """
 
@@ -29,10 +29,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import pathlib
-import shutil
-import tempfile
 from typing import Callable, Sequence
 
+from etils import epath
 import jax
 import numpy as np
 from flax import nnx
@@ -40,6 +39,7 @@ from PIL import Image
 
 from avsep_jax import data
 from avsep_jax import evaluate
+from avsep_jax import files
 from avsep_jax import report as report_lib
 from avsep_jax import train
 
@@ -274,7 +274,7 @@ def separate_file(config, workdir: str | pathlib.Path, input_path: str | pathlib
                   output: str | pathlib.Path | None = None, boxes: str | None = None,
                   detections: str | None = None, images: Sequence[str] = (),
                   num_sources: int = 2, detection_fps: float = 8.0, step: int | None = None,
-                  progress: bool = True) -> pathlib.Path:
+                  progress: bool = True) -> epath.Path:
   """Separates `input_path` with `workdir`'s checkpoint; returns the output folder.
 
   The folder (default `workdir/separated/<input name>`) gets `source<k>.wav`
@@ -292,11 +292,8 @@ def separate_file(config, workdir: str | pathlib.Path, input_path: str | pathlib
   estimates = separate_audio(model_estimator(config, model, mesh), recording.audio,
                              queries.window, window=window, batch_size=config.eval.batch_size,
                              progress=progress)                        # [S, N, L]
-  out = pathlib.Path(output or pathlib.Path(workdir) / "separated" / pathlib.Path(
-      input_path).name)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-  try:
+  out = epath.Path(output or epath.Path(workdir) / "separated" / pathlib.Path(input_path).name)
+  with files.staged_folder(out) as staging:
     import soundfile  # pylint: disable=g-import-not-at-top
     middle = queries.window(max(0, len(recording.audio) // 2 - window // 2), window)
     pictures = evaluate.query_pictures(
@@ -315,10 +312,4 @@ def separate_file(config, workdir: str | pathlib.Path, input_path: str | pathlib
         samples=[report_lib.SampleView("separated sources", pathlib.Path(input_path).name,
                                        recording.audio, views)],
         options=report_lib.spectrogram_options(config))
-    if out.exists():
-      shutil.rmtree(out)
-    staging.rename(out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return out

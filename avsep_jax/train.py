@@ -24,6 +24,7 @@ runs `config.train.steps` steps of one `jax.jit`-compiled step:
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import time
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 from absl import logging
 from clu import metric_writers
 from clu import periodic_actions
+from etils import epath
 import grain
 import jax
 import jax.numpy as jnp
@@ -44,6 +46,7 @@ from flax import nnx
 
 from avsep_jax import audio
 from avsep_jax import data
+from avsep_jax import files
 from avsep_jax import losses
 from avsep_jax import models
 
@@ -499,9 +502,11 @@ def train_iterator(config: ml_collections.ConfigDict):
   return iter(ds)
 
 
-def checkpoint_manager(workdir: pathlib.Path, config: ml_collections.ConfigDict):
+def checkpoint_manager(workdir, config: ml_collections.ConfigDict):
+  """Orbax's manager of `workdir/checkpoints` (local or `gs://`)."""
+  path = epath.Path(workdir) / "checkpoints"
   return ocp.CheckpointManager(
-      (workdir / "checkpoints").absolute(),
+      path if files.is_remote(path) else path.absolute(),
       options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_checkpoints,
                                            create=True, enable_async_checkpointing=False),
       item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -550,7 +555,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """
   from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
   validate_config(config)
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t = config.train
   mesh = Mesh(devices)
@@ -564,11 +569,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state, key = restore_state(manager, start, state, key, iterator)
     logging.info("resumed from %s at step %d", manager.directory, start)
     print(f"resuming from step {start} ({manager.directory})", flush=True)
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  writer = metric_writers.create_default_writer(os.fspath(workdir),
+                                                just_logging=jax.process_index() > 0)
   if start == 0:
     writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
     if jax.process_index() == 0:
-      (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+      files.write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
 
   step_fn = jax.jit(make_train_step(graphdef, config, schedules[DEFAULT_GROUP]),
                     in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),

@@ -25,10 +25,11 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from avsep_jax import files
 
 # SoP's image normalisation (ImageNet statistics), on RGB in [0, 1].
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -131,13 +132,9 @@ class CachedSource:
     self.__init__(state["_source"], state["_max_bytes"])
 
 
-def write_json_atomic(path: pathlib.Path, payload) -> None:
-  """Writes JSON through a temporary file and a rename: never a half-written file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-    json.dump(payload, f, indent=1)
-  os.chmod(f.name, 0o644)  # as a plainly written file (temporary files are private)
-  os.replace(f.name, path)
+def write_json_atomic(path, payload) -> None:
+  """Writes JSON so that no reader sees a half-written file (local or `gs://`)."""
+  files.write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def clip_index(source, cache_path: str | os.PathLike | None = None) -> ClipIndex:

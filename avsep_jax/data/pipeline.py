@@ -19,6 +19,7 @@ import json
 import pathlib
 
 from absl import flags
+from etils import epath
 import grain
 import numpy as np
 
@@ -185,7 +186,7 @@ def multi_source_specs(index: mixtures.ClipIndex, segment_length: int
 
 def eval_list_path(folder: str | pathlib.Path, dataset: str, split: str, num_mix: int, *,
                    segment_length: int, per_combination: int, seed: int,
-                   class_subset: tuple[int, ...] | None = None) -> pathlib.Path:
+                   class_subset: tuple[int, ...] | None = None) -> epath.Path:
   """Where the list of (dataset, split, N, segment, count, class subset, seed) lives.
 
   Every setting that changes the list is in the file name (e.g.
@@ -197,7 +198,7 @@ def eval_list_path(folder: str | pathlib.Path, dataset: str, split: str, num_mix
           f"_per{per_combination}_seed{seed}")
   if class_subset is not None:
     name += "_classes-" + "-".join(str(c) for c in sorted(class_subset))
-  return pathlib.Path(folder) / f"{name}.json"
+  return epath.Path(folder) / f"{name}.json"
 
 
 def eval_mixture_list(path: str | pathlib.Path, index: mixtures.ClipIndex, num_mix: int,
@@ -211,14 +212,13 @@ def eval_mixture_list(path: str | pathlib.Path, index: mixtures.ClipIndex, num_m
   Raises:
     ValueError: the file was made with other settings, or names clips the split lacks.
   """
-  path = pathlib.Path(path)
+  path = epath.Path(path)  # local or gs://
   settings = {"num_mix": num_mix, "segment_length": segment_length, "seed": seed,
               "per_combination": per_combination,
               "class_subset": None if class_subset is None else list(class_subset)}
   position = {v: i for i, v in enumerate(index.video_ids)}
   if path.exists():
-    with open(path) as f:
-      saved = json.load(f)
+    saved = json.loads(path.read_text())
     if saved.get("settings") != settings:
       raise ValueError(f"{path}: made with {saved.get('settings')}, asked for {settings}")
     try:
