@@ -71,7 +71,7 @@ def test_evaluation_and_separation_write_to_cloud_storage(cloud, tiny_data_dir, 
   assert result["count"] == 3
   assert cloud["gs://bucket/run/eval/test_2mix.md"].getvalue().startswith(b"# test, 2-mix")
   page = cloud["gs://bucket/run/eval/report/index.html"].getvalue().decode()
-  assert page.count("<audio") == 1 + 2 * (1 + config.model.refine_steps)
+  assert page.count("<audio") == 1 + 2 * (2 + config.model.refine_steps)  # truth + steps
   assert any(k.startswith("gs://bucket/lists/") for k in cloud)
 
   monkeypatch.setattr(evaluate, "load_checkpoint", lambda *args: (model, mesh, 0))
