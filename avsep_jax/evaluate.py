@@ -474,5 +474,5 @@ def load_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None
                             f"steps saved: {list(manager.all_steps())}")
   graphdef, state, _ = train.init_state(config)
   state, _ = train.restore_state(manager, step, state, jax.random.key(config.seed))
-  state = jax.device_put(state, mesh.replicated)
+  state = mesh.replicate(state)
   return nnx.merge(graphdef, state).model, mesh, step

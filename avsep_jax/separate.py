@@ -263,7 +263,7 @@ def model_estimator(config, model, mesh) -> Callable:
     inputs = dict(batch, mixture=mixtures, source_mask=np.ones((size, count), bool))
     inputs = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
               for k, v in inputs.items()}
-    inputs = jax.device_put(inputs, mesh.batch)
+    inputs = evaluate.put_global(inputs, mesh)
     return jax.device_get(evaluate.separate_mixture(graphdef, config_json, state, inputs)
                           )[:, :size]
 

@@ -402,6 +402,20 @@ class Mesh:
     self.replicated = NamedSharding(self.mesh, P())
     self.batch = NamedSharding(self.mesh, P("data"))
 
+  def replicate(self, tree):
+    """Values every process holds alike (state, RNG keys) -> arrays replicated on the mesh."""
+    if jax.process_count() == 1:
+      return jax.device_put(tree, self.replicated)
+
+    def put(x):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # placed as its raw bits
+        return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                        impl=jax.random.key_impl(x))
+      host = np.asarray(x)
+      return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
   def put_batch(self, batch: dict) -> dict:
     """This process's numpy batch -> global arrays sharded over `data`."""
     return {k: jax.make_array_from_process_local_data(self.batch, np.asarray(v))
@@ -560,8 +574,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   t = config.train
   mesh = Mesh(devices)
   graphdef, state, schedules = init_state(config)
-  state = jax.device_put(state, mesh.replicated)
-  key = jax.device_put(jax.random.key(config.seed), mesh.replicated)
+  state = mesh.replicate(state)
+  key = mesh.replicate(jax.random.key(config.seed))
   iterator = train_iterator(config)
   manager = checkpoint_manager(workdir, config)
   start = manager.latest_step() or 0
