@@ -96,8 +96,17 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     raise ValueError(f"dataset {name!r} is not registered ({e})") from e
   if builder.is_prepared():
     return builder
-  lock = pathlib.Path(data_dir) / f".{name.replace('/', '_')}.lock"
-  with _file_lock(lock):
+  if "://" in str(data_dir):
+    # No file lock on Cloud Storage: several hosts would each build. Build once first
+    # (`launch/tpu_vm.sh prepare`, or this module's command line), then train.
+    if jax_process_count() > 1:
+      raise ValueError(f"{name} is not prepared in {data_dir}: build it once before a "
+                       "multi-host run (python -m avsep_jax.data.prepare --dataset="
+                       f"{name} --data_dir={data_dir})")
+    lock = contextlib.nullcontext()
+  else:
+    lock = _file_lock(pathlib.Path(data_dir) / f".{name.replace('/', '_')}.lock")
+  with lock:
     builder = tfds.builder(name, data_dir=data_dir, **kwargs)  # another process may have built it
     if not builder.is_prepared():
       logging.info("building %s in %s", name, data_dir)
@@ -126,6 +135,12 @@ def _beam_pipeline_options(name, builder_cls, manual, beam_options, use_beam):
     raise ValueError("a Beam build needs apache-beam, which this environment lacks: run "
                      "`bash launch/setup.sh --with-beam` and use .venv-beam/bin/python") from e
   return pipeline_options.PipelineOptions(shlex.split(beam_options or ""))
+
+
+def jax_process_count() -> int:
+  """Processes of the jax job (1 when jax is not distributed)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count()
 
 
 def _check_shard(path: str, expected: int) -> None:
