@@ -1,0 +1,205 @@
+"""Training-step speed and memory: avsep_jax (jit) against its PyTorch twin (eager, compiled).
+
+  python3 -m venv .venv-torch && .venv-torch/bin/pip install -r benchmarks/requirements-torch.txt
+  .venv/bin/python benchmarks/train_step.py [--models sop_cpu,sop_full] [--repeats 7] \
+      [--steps 3] [--torch_compile]
+
+Each side runs in its own worker process (JAX here with `--serve_jax`; PyTorch
+in `.venv-torch` with `benchmarks/torch_reference.py --serve`), holding one
+model, its optimiser and one fixed synthetic batch of the config's shapes.
+After set-up (JAX: tracing and compiling the step, timed on its own; both:
+one step), the driver asks the workers in turn to time `--steps` steps,
+`--repeats` times, alternating which goes first; it prints the median time
+per step, the spread, examples per second, each worker's peak resident
+memory, and the ratio PyTorch time / JAX time (above 1: JAX is faster). The
+parameter counts of the two sides must agree, or the run stops. Results go to
+`benchmarks/results/train_step_<models>[_compile].json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
+# Our config (file, size) and batch size for each twin in torch_reference.MODELS.
+CONFIGS = {"sop_cpu": ("sop", "cpu", 8), "sop_full": ("sop", "full", 2)}
+
+
+class JaxStep:
+  """The project's jitted train step on a fixed synthetic batch of the config's shapes."""
+
+  def __init__(self, name: str, batch_size: int):
+    import importlib  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    from avsep_jax import data  # pylint: disable=g-import-not-at-top
+    from avsep_jax import train  # pylint: disable=g-import-not-at-top
+    sys.path.insert(0, str(ROOT))
+    module, size, _ = CONFIGS[name]
+    config = importlib.import_module(f"configs.{module}").get_config(size)
+    config.train.batch_size = batch_size
+    d = config.dataset
+    rng = np.random.default_rng(0)
+    n = d.num_mix
+    batch = {"sources": rng.uniform(-0.5, 0.5, (batch_size, n, d.segment_length)
+                                    ).astype(np.float32),
+             "labels": rng.integers(0, d.num_classes, (batch_size, n)).astype(np.int32),
+             "source_mask": np.ones((batch_size, n), bool),
+             "crops": rng.normal(size=(batch_size, n, d.crop_size, d.crop_size, 3)
+                                 ).astype(np.float32)}
+    frames = data.frame_count(d.segment_length, d.num_frames, d.frame_rate)
+    if frames:
+      batch["frames"] = rng.normal(size=(batch_size, n, frames, d.frame_size, d.frame_size, 3)
+                                   ).astype(np.float32)
+    self.jax = jax
+    mesh = train.Mesh()
+    graphdef, state, schedules = train.init_state(config)
+    self.params = sum(x.size for x in jax.tree.leaves(
+        nnx.state(nnx.merge(graphdef, state).model, nnx.Param)))
+    self.state = mesh.replicate(state)
+    self.key = jax.random.key(0)
+    self.batch = mesh.put_batch(batch)
+    self.step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]),
+                        in_shardings=(mesh.replicated, mesh.batch, mesh.replicated),
+                        out_shardings=(mesh.replicated, mesh.replicated), donate_argnums=0)
+
+  def compile(self) -> float:
+    begin = time.perf_counter()
+    self.step = self.step.lower(self.state, self.batch, self.key).compile()
+    return time.perf_counter() - begin
+
+  def run(self, steps: int) -> float:
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, self.batch, self.key)
+    return float(self.jax.block_until_ready(metrics["loss"]))
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory (VmHWM), as the PyTorch worker reports its own."""
+  for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+      return int(line.split()[1]) / 1024
+  return float("nan")
+
+
+def serve_jax() -> None:
+  step = None
+  for line in sys.stdin:
+    request = json.loads(line)
+    if request["cmd"] == "setup":
+      begin = time.perf_counter()
+      step = JaxStep(request["model"], request["batch"])
+      compile_s = step.compile()
+      step.run(1)
+      reply = {"params": step.params, "setup_s": time.perf_counter() - begin,
+               "compile_s": compile_s}
+    elif request["cmd"] == "time":
+      begin = time.perf_counter()
+      loss = step.run(request["steps"])
+      reply = {"seconds": time.perf_counter() - begin, "loss": loss}
+    else:
+      reply = {"peak_rss_mb": peak_rss_mb()}
+    print(json.dumps(reply), flush=True)
+
+
+class Worker:
+  def __init__(self, argv: list[str], env=None):
+    self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True, env=env)
+
+  def ask(self, **request) -> dict:
+    self.proc.stdin.write(json.dumps(request) + "\n")
+    self.proc.stdin.flush()
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"worker {self.proc.args} stopped (exit {self.proc.wait()})")
+    reply = json.loads(line)
+    if "error" in reply:
+      raise RuntimeError(reply["error"])
+    return reply
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--models", default="sop_cpu,sop_full")
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--torch_compile", action="store_true",
+                      help="also time the PyTorch step under torch.compile")
+  parser.add_argument("--serve_jax", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.serve_jax:
+    serve_jax()
+    return
+  if not TORCH_PYTHON.exists():
+    sys.exit(f"{TORCH_PYTHON} is missing: python3 -m venv .venv-torch && "
+             ".venv-torch/bin/pip install -r benchmarks/requirements-torch.txt")
+  results = []
+  for name in args.models.split(","):
+    batch = CONFIGS[name][2]
+    sides = {"jax": Worker([sys.executable, "-m", "benchmarks.train_step", "--serve_jax"]),
+             "torch": Worker([str(TORCH_PYTHON), "benchmarks/torch_reference.py", "--serve"])}
+    if args.torch_compile:
+      sides["torch_compile"] = Worker([str(TORCH_PYTHON), "benchmarks/torch_reference.py",
+                                       "--serve"])
+    setup = {}
+    for side, worker in sides.items():
+      setup[side] = worker.ask(cmd="setup", model=name, batch=batch,
+                               compile=side == "torch_compile")
+      print(f"{name} {side}: set up in {setup[side]['setup_s']:.1f} s, "
+            f"{setup[side]['params']} parameters", flush=True)
+    counts = {side: s["params"] for side, s in setup.items()}
+    if len(set(counts.values())) != 1:
+      sys.exit(f"{name}: the twins differ in parameter count {counts}; fix torch_reference.py")
+    times = {side: [] for side in sides}
+    order = list(sides)
+    for r in range(args.repeats):
+      for side in (order if r % 2 == 0 else order[::-1]):
+        times[side].append(sides[side].ask(cmd="time", steps=args.steps)["seconds"] / args.steps)
+    row = {"model": name, "batch": batch, "params": counts["jax"],
+           "jax_compile_s": setup["jax"]["compile_s"]}
+    for side, worker in sides.items():
+      median = statistics.median(times[side])
+      row[side] = {"step_s_median": median, "step_s_min": min(times[side]),
+                   "step_s_max": max(times[side]), "examples_per_s": batch / median,
+                   "peak_rss_mb": worker.ask(cmd="peak")["peak_rss_mb"],
+                   "setup_s": setup[side]["setup_s"]}
+      worker.close()
+    for side in sides:
+      if side != "jax":
+        row[f"{side}_over_jax"] = row[side]["step_s_median"] / row["jax"]["step_s_median"]
+    results.append(row)
+    print(f"\n{name} (batch {batch}, {row['params']} parameters; JAX compile "
+          f"{row['jax_compile_s']:.1f} s)")
+    print(f"  {'side':14s} {'ms/step (min-max)':>26s} {'examples/s':>11s} {'peak RSS MB':>12s}")
+    for side in sides:
+      s = row[side]
+      print(f"  {side:14s} {1e3 * s['step_s_median']:9.1f} ({1e3 * s['step_s_min']:.1f}-"
+            f"{1e3 * s['step_s_max']:.1f}) {s['examples_per_s']:11.2f} {s['peak_rss_mb']:12.0f}")
+    for side in sides:
+      if side != "jax":
+        print(f"  {side} time / JAX time: {row[f'{side}_over_jax']:.2f}x", flush=True)
+  tag = "_".join(args.models.split(",")) + ("_compile" if args.torch_compile else "")
+  out = ROOT / "benchmarks" / "results" / f"train_step_{tag}.json"
+  out.parent.mkdir(exist_ok=True)
+  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
+                             "steps": args.steps, "cpu_count": os.cpu_count(),
+                             "results": results}, indent=1) + "\n")
+  print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+  main()
