@@ -30,7 +30,15 @@ each source queried by its own detection box.
 Writes `workdir/eval/<split>_<N>mix.json` (e.g. `test_2mix`, `duet_2mix`;
 overall `sdr`, `sir`, `sar`, `sdr_mixture`, `sdri`, `count`, `skipped`,
 `silent_estimates`, `per_class`,
-and `per_step` for models with refinement steps) and a Markdown table beside it.
+and `per_step` for models with refinement steps) and a Markdown table beside it,
+and `workdir/eval/report/index.html` (`avsep_jax.report`): the tables, then
+`eval.report_samples` mixtures of each list with their crops, spectrograms
+and audio.
+
+With several processes (`jax.distributed`), every process walks the same
+lists; each batch is one global array over all devices, the estimates are
+gathered to every process, each scores every P-th mixture and the scores are
+gathered; process 0 writes the files. Workdirs may be `gs://` paths.
 """
 
 from __future__ import annotations
