@@ -13,6 +13,13 @@ shapes and widths of our configs, so that both sides do the same work:
 - `sop_full`: `configs/sop.py:full`: 7-level BatchNorm U-Net (ngf 64, bilinear
   up) to K = 32, dilated ResNet-18 on 3 frames of 224 px, 3x3 conv to K, max
   over frames and space, sigmoid; binary masks, weighted BCE; SGD.
+- `crn_cpu`: `configs/crn.py` (CPU default) on 2-source mixtures: Co-Separation's
+  visual vector (64) tiled at the 5-level U-Net's bottleneck (one way down per
+  mixture, one way up per source), a small-convnet object-consistency
+  classifier, then 2 refinement steps of a half-width U-Net on (mask, residual
+  mask) adding to the logits; weighted L1 on every step + 0.05 x cross-entropy;
+  Adam. The alignment head is built (its parameters count) but, as its loss
+  weight is 0 in this config, not run.
 
 The step: STFT (Hann 1022/256) of the mixture and the sources' shares, the
 log-frequency warp, ground-truth masks and loss weights, forward, loss,
@@ -51,6 +58,13 @@ MODELS = {
                                upsample="bilinear"),
                      visual="resnet18_dilated", crop=224, frames=3, mask="binary",
                      mask_max=5.0, optimizer="sgd", lr=1e-3),
+    "crn_cpu": dict(segment=16383, warp_bins=128, num_mix=2, visual_dim=64, num_classes=13,
+                    unet=dict(ngf=16, levels=5, max_channels=128, norm="group", groups=8,
+                              upsample="nearest"),
+                    refine_unet=dict(ngf=8, levels=5, max_channels=128, norm="group", groups=4,
+                                     upsample="nearest"),
+                    refine_steps=2, step_weights=(1.0, 2 / 3, 1 / 3), classification=0.05,
+                    crop=64, frames=0, mask="ratio", mask_max=1.0, optimizer="adam", lr=1e-3),
 }
 
 
@@ -66,7 +80,7 @@ class UNet(nn.Module):
   """SoP's U-Net: 4x4 stride-2 convs down, x2 up + 3x3 conv, skips; output conv biased."""
 
   def __init__(self, in_ch: int, out_ch: int, *, ngf: int, levels: int, max_channels: int,
-               norm: str, groups: int, upsample: str):
+               norm: str, groups: int, upsample: str, cond_dim: int = 0):
     super().__init__()
     ch = [min(ngf * 2**i, max_channels) for i in range(levels)]
     self.levels, self.upsample = levels, upsample
@@ -75,19 +89,27 @@ class UNet(nn.Module):
                                         bias=False) for i in range(levels))
     self.down_norms = nn.ModuleList(norm_layer(norm if 0 < i < levels - 1 else "none", ch[i],
                                                groups) for i in range(levels))
-    self.up = nn.ModuleList(nn.Conv2d(ch[i] if i == levels - 1 else 2 * ch[i],
+    self.up = nn.ModuleList(nn.Conv2d(ch[i] + cond_dim if i == levels - 1 else 2 * ch[i],
                                       out_ch if i == 0 else ch[i - 1], 3, 1, 1, bias=i == 0)
                             for i in range(levels))
     self.up_norms = nn.ModuleList(norm_layer(norm if i > 0 else "none",
                                              out_ch if i == 0 else ch[i - 1], groups)
                                   for i in range(levels))
 
-  def forward(self, x):
+  def forward(self, x, cond=None):
+    return self.decode(self.encode(x), cond)
+
+  def encode(self, x):
     skips, h = [], self.input_norm(x)
     for i, (conv, norm) in enumerate(zip(self.down, self.down_norms)):
       h = norm(conv(h if i == 0 else F.leaky_relu(h, 0.2)))
       skips.append(h)
+    return skips
+
+  def decode(self, skips, cond=None):
     h = skips[-1]
+    if cond is not None:   # the visual vector tiled over the bottleneck, before the audio
+      h = torch.cat([cond[:, :, None, None].expand(-1, -1, *h.shape[2:]), h], dim=1)
     for i in reversed(range(self.levels)):
       h = F.relu(h)
       if self.upsample == "nearest":
@@ -103,9 +125,10 @@ class UNet(nn.Module):
 class ConvNet(nn.Module):
   """The CPU recipe's visual net: 4x4 stride-2 convs with GroupNorm and ReLU, pool, linear."""
 
-  def __init__(self, out_dim: int, widths=(16, 32, 64, 64), groups: int = 8):
+  def __init__(self, out_dim: int, widths=(16, 32, 64, 64), groups: int = 8,
+               in_channels: int = 3):
     super().__init__()
-    chans = (3,) + tuple(widths)
+    chans = (in_channels,) + tuple(widths)
     self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, 2, 1, bias=False)
                                for a, b in zip(chans[:-1], chans[1:]))
     self.norms = nn.ModuleList(nn.GroupNorm(min(groups, b), b) for b in chans[1:])
@@ -188,6 +211,41 @@ class SoundOfPixels(nn.Module):
     return torch.einsum("bkft,bnk->bnft", features, weights) + self.bias
 
 
+class CRN(nn.Module):
+  """Co-Separation + weight-shared refinement (CPU default, `refine_update='residual'`)."""
+
+  def __init__(self, spec: dict):
+    super().__init__()
+    d = spec["visual_dim"]
+    self.visual = ConvNet(d)
+    self.unet = UNet(1, 1, cond_dim=d, **spec["unet"])
+    self.classifier = ConvNet(spec["num_classes"], in_channels=1)
+    self.refine = UNet(2, 1, cond_dim=d, **spec["refine_unet"])
+    self.steps = spec["refine_steps"]
+    # The alignment head (parameters only; its loss weight is 0 in this config).
+    rows = -(-spec["warp_bins"] // 16)
+    self.align = nn.ModuleDict({"proj": nn.Conv2d(64, 32, 1, bias=False),
+                                "norm": nn.GroupNorm(8, 32), "out": nn.Linear(rows * 32, 64)})
+
+  def forward(self, log_mix, mix_mag, crops):
+    """log_mix, mix_mag [B, 1, F, T]; crops [B, N, 3, H, W] -> (logits [S, B, N, F, T], class logits)."""
+    b, n = crops.shape[:2]
+    vectors = self.visual(crops.reshape((b * n,) + crops.shape[2:]))         # [B*N, D]
+    skips = [h.repeat_interleave(n, dim=0) for h in self.unet.encode(log_mix)]
+    logits = self.unet.decode(skips, vectors).reshape(b, n, *log_mix.shape[2:])
+    separated = mix_mag * torch.sigmoid(logits)                             # [B, N, F, T]
+    classes = self.classifier(torch.log(separated + 1e-10).reshape(b * n, 1, *separated.shape[2:]))
+    steps = [logits]
+    for _ in range(self.steps):
+      masks = torch.sigmoid(logits)
+      residual = (mix_mag[:, 0] - (masks.sum(1) * mix_mag[:, 0])) / (mix_mag[:, 0] + 1e-10)
+      x = torch.stack([masks, residual[:, None].expand_as(masks)], dim=2)   # [B, N, 2, F, T]
+      update = self.refine(x.reshape((b * n,) + x.shape[2:]), vectors)
+      logits = logits + update.reshape(logits.shape)
+      steps.append(logits)
+    return torch.stack(steps), classes.reshape(b, n, -1)
+
+
 def warpgrid(batch: int, height: int, width: int) -> torch.Tensor:
   """SoP's `warpgrid(warp=True)`: log-frequency rows over the linear bins."""
   x = np.linspace(-1, 1, width)
@@ -204,7 +262,7 @@ class Step:
   def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0):
     torch.manual_seed(seed)
     self.spec = spec = MODELS[name]
-    self.model = SoundOfPixels(spec)
+    self.model = CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)
     if spec["optimizer"] == "adam":
       self.opt = torch.optim.Adam(self.model.parameters(), lr=spec["lr"])
     else:
@@ -217,6 +275,7 @@ class Step:
     shape = (batch_size, n) + ((spec["frames"],) if spec["frames"] else ()) + (
         3, spec["crop"], spec["crop"])
     self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+    self.labels = torch.from_numpy(rng.integers(0, 13, (batch_size, n)))
     self.window = torch.hann_window(N_FFT)
     frames = length // HOP + 1
     self.grid = warpgrid(batch_size * (n + 1), spec["warp_bins"], frames)
@@ -234,6 +293,13 @@ class Step:
     mags = self._magnitudes(torch.cat([mixture, shares.reshape(b * n, length)]))
     mix_mag, source_mag = mags[:b], mags[b:].reshape(b, n, *mags.shape[2:])
     weight = torch.clamp(torch.log1p(mix_mag), 1e-3, 10)               # [B, 1, F, T]
+    if isinstance(self.model, CRN):
+      steps, classes = self.model(torch.log(mix_mag + 1e-10), mix_mag, pictures)
+      target = torch.clamp(source_mag / (mix_mag + 1e-10), 0, self.spec["mask_max"])
+      loss = sum(w * (weight * (torch.sigmoid(s) - target).abs()).mean()
+                 for w, s in zip(self.spec["step_weights"], steps))
+      return loss + self.spec["classification"] * F.cross_entropy(
+          classes.reshape(-1, classes.shape[-1]), self.labels.reshape(-1))
     logits = self.model(torch.log(mix_mag + 1e-10), pictures)         # [B, N, F, T]
     if self.spec["mask"] == "binary":
       target = (source_mag > 0.5 * mix_mag).float()

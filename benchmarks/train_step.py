@@ -30,7 +30,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
 # Our config (file, size) and batch size for each twin in torch_reference.MODELS.
-CONFIGS = {"sop_cpu": ("sop", "cpu", 8), "sop_full": ("sop", "full", 2)}
+CONFIGS = {"sop_cpu": ("sop", "cpu", 8), "sop_full": ("sop", "full", 2),
+           "crn_cpu": ("crn", "cpu", 8)}
 
 
 class JaxStep:
@@ -47,6 +48,9 @@ class JaxStep:
     module, size, _ = CONFIGS[name]
     config = importlib.import_module(f"configs.{module}").get_config(size)
     config.train.batch_size = batch_size
+    if name == "crn_cpu":  # 2-source mixtures only, on both sides
+      config.dataset.num_mix, config.dataset.min_mix = 2, 0
+      config.dataset.fixed_composition = False
     d = config.dataset
     rng = np.random.default_rng(0)
     n = d.num_mix
@@ -134,7 +138,7 @@ class Worker:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--models", default="sop_cpu,sop_full")
+  parser.add_argument("--models", default="sop_cpu,sop_full,crn_cpu")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--torch_compile", action="store_true",
