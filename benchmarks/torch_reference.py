@@ -20,6 +20,13 @@ shapes and widths of our configs, so that both sides do the same work:
   mask) adding to the logits; weighted L1 on every step + 0.05 x cross-entropy;
   Adam. The alignment head is built (its parameters count) but, as its loss
   weight is 0 in this config, not run.
+- `crn_full`: `configs/crn.py:full`: ResNet-18 on 224 px crops with a 1x1 conv
+  to 128 + BatchNorm + flatten + linear to 512; 7-level BatchNorm U-Net with
+  transposed convs, the vector tiled at its bottleneck; ResNet-18 classifier
+  on the separated spectrogram; 3 refinement steps of a same-size U-Net whose
+  output replaces the logits; the alignment loss (weight 100) through the
+  classifier's trunk and a projection head; Adam (b1 0.5, weight decay 1e-4,
+  classifier at 1e-5).
 
 The step: STFT (Hann 1022/256) of the mixture and the sources' shares, the
 log-frequency warp, ground-truth masks and loss weights, forward, loss,
@@ -65,6 +72,14 @@ MODELS = {
                                      upsample="nearest"),
                     refine_steps=2, step_weights=(1.0, 2 / 3, 1 / 3), classification=0.05,
                     crop=64, frames=0, mask="ratio", mask_max=1.0, optimizer="adam", lr=1e-3),
+    "crn_full": dict(segment=65535, warp_bins=256, num_mix=2, visual_dim=512, num_classes=21,
+                     unet=dict(ngf=64, levels=7, max_channels=512, norm="batch", groups=8,
+                               upsample="transpose"),
+                     refine_unet=dict(ngf=64, levels=7, max_channels=512, norm="batch",
+                                      groups=8, upsample="transpose"),
+                     refine_steps=3, step_weights=(1.0, 0.5, 1 / 3, 1 / 6), classification=0.05,
+                     alignment=100.0, crop=224, frames=0, mask="ratio", mask_max=5.0,
+                     optimizer="adam", lr=1e-4),
 }
 
 
@@ -89,9 +104,13 @@ class UNet(nn.Module):
                                         bias=False) for i in range(levels))
     self.down_norms = nn.ModuleList(norm_layer(norm if 0 < i < levels - 1 else "none", ch[i],
                                                groups) for i in range(levels))
-    self.up = nn.ModuleList(nn.Conv2d(ch[i] + cond_dim if i == levels - 1 else 2 * ch[i],
-                                      out_ch if i == 0 else ch[i - 1], 3, 1, 1, bias=i == 0)
-                            for i in range(levels))
+    def up_conv(i):
+      cin = ch[i] + cond_dim if i == levels - 1 else 2 * ch[i]
+      cout = out_ch if i == 0 else ch[i - 1]
+      if upsample == "transpose":
+        return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=i == 0)
+      return nn.Conv2d(cin, cout, 3, 1, 1, bias=i == 0)
+    self.up = nn.ModuleList(up_conv(i) for i in range(levels))
     self.up_norms = nn.ModuleList(norm_layer(norm if i > 0 else "none",
                                              out_ch if i == 0 else ch[i - 1], groups)
                                   for i in range(levels))
@@ -114,7 +133,7 @@ class UNet(nn.Module):
       h = F.relu(h)
       if self.upsample == "nearest":
         h = F.interpolate(h, scale_factor=2, mode="nearest")
-      else:
+      elif self.upsample == "bilinear":
         h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
       h = self.up_norms[i](self.up[i](h))
       if i > 0:
@@ -160,15 +179,15 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18Dilated(nn.Module):
-  """torchvision's ResNet-18 trunk with SoP's `_nostride_dilate(2)` on layer4 (stride 16)."""
+  """torchvision's ResNet-18 trunk; `dilated`: SoP's `_nostride_dilate(2)` on layer4."""
 
-  def __init__(self):
+  def __init__(self, in_channels: int = 3, dilated: bool = True):
     super().__init__()
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+    self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     self.bn1 = nn.BatchNorm2d(64)
     layers, cin = [], 64
     for i, cout in enumerate((64, 128, 256, 512)):
-      if i == 3:   # layer4: no stride; the first 3x3 keeps dilation 1, the others get 2
+      if i == 3 and dilated:  # layer4: no stride; the first 3x3 keeps dilation 1, others 2
         blocks = [BasicBlock(cin, cout, 1, dilation=2, first_dilation=1),
                   BasicBlock(cout, cout, 1, dilation=2, first_dilation=2)]
       else:
@@ -216,32 +235,59 @@ class CRN(nn.Module):
 
   def __init__(self, spec: dict):
     super().__init__()
-    d = spec["visual_dim"]
-    self.visual = ConvNet(d)
+    d, self.full = spec["visual_dim"], spec["crop"] == 224
+    if self.full:
+      side = -(-spec["crop"] // 32)
+      self.visual = nn.ModuleDict({"trunk": ResNet18Dilated(dilated=False),
+                                   "proj": nn.Conv2d(512, 128, 1, bias=False),
+                                   "norm": nn.BatchNorm2d(128),
+                                   "out": nn.Linear(128 * side * side, d)})
+      self.classifier = nn.ModuleDict({"trunk": ResNet18Dilated(1, dilated=False),
+                                       "out": nn.Linear(512, spec["num_classes"])})
+      rows, map_channels, width, dim, norm = -(-spec["warp_bins"] // 32), 512, 128, 512, "batch"
+    else:
+      self.visual = ConvNet(d)
+      self.classifier = ConvNet(spec["num_classes"], in_channels=1)
+      rows, map_channels, width, dim, norm = -(-spec["warp_bins"] // 16), 64, 32, 64, "group"
     self.unet = UNet(1, 1, cond_dim=d, **spec["unet"])
-    self.classifier = ConvNet(spec["num_classes"], in_channels=1)
     self.refine = UNet(2, 1, cond_dim=d, **spec["refine_unet"])
     self.steps = spec["refine_steps"]
-    # The alignment head (parameters only; its loss weight is 0 in this config).
-    rows = -(-spec["warp_bins"] // 16)
-    self.align = nn.ModuleDict({"proj": nn.Conv2d(64, 32, 1, bias=False),
-                                "norm": nn.GroupNorm(8, 32), "out": nn.Linear(rows * 32, 64)})
+    self.align = nn.ModuleDict({"proj": nn.Conv2d(map_channels, width, 1, bias=False),
+                                "norm": norm_layer(norm, width, 8),
+                                "out": nn.Linear(rows * width, dim)})
+
+  def vectors(self, crops):                       # [M, 3, H, W] -> [M, D]
+    if not self.full:
+      return self.visual(crops)
+    v = self.visual
+    x = F.relu(v["norm"](v["proj"](v["trunk"](crops))))
+    return v["out"](x.flatten(1))
+
+  def classify(self, log_mag):                    # [M, 1, F, T] -> [M, C]
+    if not self.full:
+      return self.classifier(log_mag)
+    return self.classifier["out"](self.classifier["trunk"](log_mag).mean(dim=(2, 3)))
+
+  def alignment(self, log_mag):                   # [M, 1, F, T] -> [M, dim]
+    a = self.align
+    x = F.relu(a["norm"](a["proj"](self.classifier["trunk"](log_mag)))).mean(dim=3)
+    return a["out"](x.flatten(1))
 
   def forward(self, log_mix, mix_mag, crops):
     """log_mix, mix_mag [B, 1, F, T]; crops [B, N, 3, H, W] -> (logits [S, B, N, F, T], class logits)."""
     b, n = crops.shape[:2]
-    vectors = self.visual(crops.reshape((b * n,) + crops.shape[2:]))         # [B*N, D]
+    vectors = self.vectors(crops.reshape((b * n,) + crops.shape[2:]))        # [B*N, D]
     skips = [h.repeat_interleave(n, dim=0) for h in self.unet.encode(log_mix)]
     logits = self.unet.decode(skips, vectors).reshape(b, n, *log_mix.shape[2:])
     separated = mix_mag * torch.sigmoid(logits)                             # [B, N, F, T]
-    classes = self.classifier(torch.log(separated + 1e-10).reshape(b * n, 1, *separated.shape[2:]))
+    classes = self.classify(torch.log(separated + 1e-10).reshape(b * n, 1, *separated.shape[2:]))
     steps = [logits]
     for _ in range(self.steps):
       masks = torch.sigmoid(logits)
       residual = (mix_mag[:, 0] - (masks.sum(1) * mix_mag[:, 0])) / (mix_mag[:, 0] + 1e-10)
       x = torch.stack([masks, residual[:, None].expand_as(masks)], dim=2)   # [B, N, 2, F, T]
-      update = self.refine(x.reshape((b * n,) + x.shape[2:]), vectors)
-      logits = logits + update.reshape(logits.shape)
+      update = self.refine(x.reshape((b * n,) + x.shape[2:]), vectors).reshape(logits.shape)
+      logits = update if self.full else logits + update    # 'replace' (full) or 'residual'
       steps.append(logits)
     return torch.stack(steps), classes.reshape(b, n, -1)
 
@@ -263,7 +309,12 @@ class Step:
     torch.manual_seed(seed)
     self.spec = spec = MODELS[name]
     self.model = CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)
-    if spec["optimizer"] == "adam":
+    if name == "crn_full":  # the classifier at 1e-5, b1 0.5, weight decay 1e-4
+      classifier = set(map(id, self.model.classifier.parameters()))
+      groups = [{"params": [p for p in self.model.parameters() if id(p) not in classifier]},
+                {"params": list(self.model.classifier.parameters()), "lr": 1e-5}]
+      self.opt = torch.optim.Adam(groups, lr=spec["lr"], betas=(0.5, 0.999), weight_decay=1e-4)
+    elif spec["optimizer"] == "adam":
       self.opt = torch.optim.Adam(self.model.parameters(), lr=spec["lr"])
     else:
       self.opt = torch.optim.SGD(self.model.parameters(), lr=spec["lr"], momentum=0.9,
@@ -298,8 +349,14 @@ class Step:
       target = torch.clamp(source_mag / (mix_mag + 1e-10), 0, self.spec["mask_max"])
       loss = sum(w * (weight * (torch.sigmoid(s) - target).abs()).mean()
                  for w, s in zip(self.spec["step_weights"], steps))
-      return loss + self.spec["classification"] * F.cross_entropy(
+      loss = loss + self.spec["classification"] * F.cross_entropy(
           classes.reshape(-1, classes.shape[-1]), self.labels.reshape(-1))
+      if self.spec.get("alignment"):
+        final = mix_mag * torch.sigmoid(steps[-1])
+        flat = lambda m: torch.log(m + 1e-10).reshape(-1, 1, *m.shape[2:])
+        real, fake = self.model.alignment(flat(source_mag)), self.model.alignment(flat(final))
+        loss = loss + self.spec["alignment"] * ((real - fake) ** 2).mean()
+      return loss
     logits = self.model(torch.log(mix_mag + 1e-10), pictures)         # [B, N, F, T]
     if self.spec["mask"] == "binary":
       target = (source_mag > 0.5 * mix_mag).float()

@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 TORCH_PYTHON = ROOT / ".venv-torch" / "bin" / "python"
 # Our config (file, size) and batch size for each twin in torch_reference.MODELS.
 CONFIGS = {"sop_cpu": ("sop", "cpu", 8), "sop_full": ("sop", "full", 2),
-           "crn_cpu": ("crn", "cpu", 8)}
+           "crn_cpu": ("crn", "cpu", 8), "crn_full": ("crn", "full", 2)}
 
 
 class JaxStep:

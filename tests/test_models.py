@@ -126,6 +126,29 @@ def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 5, 3, 2)])
+def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
+  """The phase form equals Flax's ConvTranspose (= PyTorch's ConvTranspose2d(4, 2, 1))."""
+  from avsep_jax.models import layers
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
+  plain = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)),
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert layers.conv_up(x, kernel).shape == (shape[0], 2 * shape[1], 2 * shape[2], 5)
+  np.testing.assert_allclose(layers.conv_up(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
+  loss = lambda f: (lambda x, k: jnp.sin(f(x, k)).sum())
+  ours = jax.grad(loss(layers.conv_up), argnums=(0, 1))(x, kernel)
+  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(ours, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # The module keeps nnx.ConvTranspose's parameters (names and shapes).
+  up = layers.UpConv(shape[-1], 5, rngs=nnx.Rngs(0))
+  ref_module = nnx.ConvTranspose(shape[-1], 5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                                 rngs=nnx.Rngs(0))
+  assert {k: v.shape for k, v in nnx.state(up, nnx.Param).flat_state()} == {
+      k: v.shape for k, v in nnx.state(ref_module, nnx.Param).flat_state()}
+
+
 def test_bilinear_upsample_is_align_corners_true():
   from avsep_jax.models import layers
   x = jnp.arange(3.0).reshape(1, 3, 1, 1) * jnp.ones((1, 3, 2, 1))

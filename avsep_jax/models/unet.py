@@ -75,10 +75,8 @@ class AudioUNet(nnx.Module):
       c_in = ch[i] + cond_dim if i == num_levels - 1 else 2 * ch[i]
       c_out = out_channels if i == 0 else ch[i - 1]
       if upsample == "transpose":
-        # PyTorch's ConvTranspose2d(k=4, s=2, p=1) is padding k - 1 - p = 2 here.
-        up.append(nnx.ConvTranspose(c_in, c_out, (4, 4), strides=(2, 2),
-                                    padding=((2, 2), (2, 2)), use_bias=i == 0,
-                                    kernel_init=layers.normal_init(init_std), rngs=rngs))
+        # PyTorch's ConvTranspose2d(k=4, s=2, p=1), computed by output phases.
+        up.append(layers.UpConv(c_in, c_out, use_bias=i == 0, init_std=init_std, rngs=rngs))
       else:
         up.append(layers.conv(c_in, c_out, 3, use_bias=i == 0, init_std=init_std, rngs=rngs))
       up_norms.append(layers.Norm(c_out, norm if i > 0 else "none", groups=norm_groups,
