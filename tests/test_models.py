@@ -145,8 +145,8 @@ def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
   up = layers.UpConv(shape[-1], 5, rngs=nnx.Rngs(0))
   ref_module = nnx.ConvTranspose(shape[-1], 5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
                                  rngs=nnx.Rngs(0))
-  assert {k: v.shape for k, v in nnx.state(up, nnx.Param).flat_state()} == {
-      k: v.shape for k, v in nnx.state(ref_module, nnx.Param).flat_state()}
+  assert {k: v.shape for k, v in nnx.to_flat_state(nnx.state(up, nnx.Param))} == {
+      k: v.shape for k, v in nnx.to_flat_state(nnx.state(ref_module, nnx.Param))}
 
 
 def test_bilinear_upsample_is_align_corners_true():
