@@ -13,12 +13,14 @@ see launch/README.md.
 
 `--config` is an ml_collections config file (`file.py:arg` picks a size);
 `--config.<field>=value` overrides one field, and a field the config does not
-have is an error. Training resumes from `--workdir`'s latest checkpoint.
+have is an error. Training resumes from `--workdir`'s latest checkpoint; SIGTERM (a preemption)
+saves a checkpoint of the step in progress and exits with status 143.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -89,7 +91,11 @@ def main(argv):
         f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), "
         f"workdir {_WORKDIR.value}", flush=True)
   if _MODE.value == "train":
-    train.train_and_evaluate(config, _WORKDIR.value)
+    try:
+      train.train_and_evaluate(config, _WORKDIR.value)
+    except train.Preempted as e:  # SIGTERM: the checkpoint is saved; exit as terminated
+      print(e, flush=True)
+      sys.exit(128 + signal.SIGTERM)
   elif _MODE.value == "eval":
     evaluate.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
   else:

@@ -23,9 +23,12 @@ runs `config.train.steps` steps of one `jax.jit`-compiled step:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
+import signal
+import threading
 import time
 from typing import Any
 
@@ -551,6 +554,39 @@ def _host_mean(metrics: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "finite"}
 
 
+class Preempted(Exception):
+  """Training stopped on SIGTERM (preemption) after saving a checkpoint; rerun to resume."""
+
+  def __init__(self, step: int, directory):
+    super().__init__(f"stopped by SIGTERM after step {step}; checkpoint saved in {directory}: "
+                     "run the same command again to resume")
+    self.step = step
+
+
+@contextlib.contextmanager
+def _sigterm_flag():
+  """Yields a function telling whether SIGTERM arrived (the handler only sets a flag).
+
+  With several processes, jax's own preemption service (`jax.distributed`)
+  decides instead, so that every process stops at the same step.
+  """
+  arrived = threading.Event()
+  multi = jax.process_count() > 1
+  if multi or threading.current_thread() is not threading.main_thread():
+    def reached(step):
+      if not multi:
+        return False
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.reached_preemption_sync_point(step)
+    yield reached
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: arrived.set())
+  try:
+    yield lambda step: arrived.is_set()
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                        *, devices=None) -> dict[str, Any]:
   """Trains `config` in `workdir` (resuming from its checkpoints), then evaluates.
@@ -598,43 +634,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if t.profile_steps and jax.process_index() == 0:
     hooks.append(periodic_actions.Profile(num_profile_steps=t.profile_steps,
                                           first_profile=start + 10, logdir=str(workdir)))
+
+  def save(step):
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave({"train": nnx.to_pure_dict(state),
+                                     "rng": jax.random.key_data(key)}),
+        data=grain.checkpoint.CheckpointSave(iterator)), force=True)
+
   pending: list[dict] = []  # metrics of the steps since the last log, from step first_pending
   first_pending, history = start + 1, []
   begin = time.time()
-  for step in range(start + 1, t.steps + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = mesh.put_batch(next(iterator))
-      state, metrics = step_fn(state, batch, key)
-    pending.append(metrics)
-    for hook in hooks:
-      hook(step)
-    last = step == t.steps
-    if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last:
-      bad = [first_pending + i
-             for i, ok in enumerate(jax.device_get([p["finite"] for p in pending])) if not ok]
-      if bad:
-        raise FloatingPointError(
-            f"non-finite loss, gradients or parameters at step {bad[0]} (updates skipped "
-            "from there); "
-            f"the last checkpoint ({manager.latest_step()}) in {workdir} is unaffected: "
-            "lower train.learning_rate or check the data")
-      summary = _host_mean(pending)
-      first_pending, pending = step + 1, []
-      history.append((step, summary))
-      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-      print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "
-            f"({time.time() - begin:.0f} s)", flush=True)
-    if step % t.checkpoint_every == 0 or last:
-      manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave({"train": nnx.to_pure_dict(state),
-                                       "rng": jax.random.key_data(key)}),
-          data=grain.checkpoint.CheckpointSave(iterator)))
-    if config.eval.every and step % config.eval.every == 0 and not last:
-      with hooks[0].timed("validation"):
-        val = evaluate.validation_sdr(config, nnx.merge(graphdef, state).model, mesh)
-      writer.write_scalars(step, {f"validation/{k}": v for k, v in val.items()})
-      print(f"step {step}: validation " + "  ".join(f"{k} {v:.2f}" for k, v in val.items()),
-            flush=True)
+  with _sigterm_flag() as preempted:
+    for step in range(start + 1, t.steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = mesh.put_batch(next(iterator))
+        state, metrics = step_fn(state, batch, key)
+      pending.append(metrics)
+      for hook in hooks:
+        hook(step)
+      last = step == t.steps
+      stop = not last and preempted(step)
+      if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last or stop:
+        bad = [first_pending + i
+               for i, ok in enumerate(jax.device_get([p["finite"] for p in pending])) if not ok]
+        if bad:
+          raise FloatingPointError(
+              f"non-finite loss, gradients or parameters at step {bad[0]} (updates skipped "
+              "from there); "
+              f"the last checkpoint ({manager.latest_step()}) in {workdir} is unaffected: "
+              "lower train.learning_rate or check the data")
+        summary = _host_mean(pending)
+        first_pending, pending = step + 1, []
+        history.append((step, summary))
+        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+        print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "
+              f"({time.time() - begin:.0f} s)", flush=True)
+      if step % t.checkpoint_every == 0 or last or stop:
+        save(step)
+      if stop:  # preemption: the state of this step is saved; a rerun resumes from it
+        manager.wait_until_finished()
+        writer.flush()
+        raise Preempted(step, manager.directory)
+      if config.eval.every and step % config.eval.every == 0 and not last:
+        with hooks[0].timed("validation"):
+          val = evaluate.validation_sdr(config, nnx.merge(graphdef, state).model, mesh)
+        writer.write_scalars(step, {f"validation/{k}": v for k, v in val.items()})
+        print(f"step {step}: validation " + "  ".join(f"{k} {v:.2f}" for k, v in val.items()),
+              flush=True)
   manager.wait_until_finished()
   writer.flush()
   result = {"train": history}

@@ -438,3 +438,29 @@ def test_crop_dropout_blanks_the_training_crops(dropout):
   loss = lambda b: float(step(state, b, jax.random.key(0))[1]["loss"])
   # All crops blanked: the crops cannot matter; none blanked: they do.
   assert (loss(batch) == loss(other)) == (dropout == 1.0)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny_data_dir, tmp_path):
+  """A preemption (SIGTERM) mid-run: the step reached is saved, exit 143, then resumption."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, "-m", "avsep_jax.main", "--config=configs/crn.py:tiny",
+             f"--workdir={tmp_path}", f"--config.dataset.data_dir={tiny_data_dir}",
+             "--config.eval.after_training=False", "--config.train.checkpoint_every=1000"]
+  run = subprocess.Popen(command + ["--config.train.steps=500"], cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  for line in run.stdout:  # training has begun: step 3 is logged
+    if line.startswith("step 3/500"):
+      run.send_signal(signal.SIGTERM)
+      break
+  out, err = run.communicate(timeout=300)
+  assert run.returncode == 128 + signal.SIGTERM, err[-3000:]
+  stopped = int(out.split("stopped by SIGTERM after step ")[1].split(";")[0])
+  assert 3 <= stopped < 500
+  manager = ocp.CheckpointManager(tmp_path / "checkpoints")
+  assert manager.latest_step() == stopped          # not a multiple of checkpoint_every
+  done = subprocess.run(command + [f"--config.train.steps={stopped + 2}"], cwd=ROOT, text=True,
+                        capture_output=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"resuming from step {stopped}" in done.stdout
+  assert f"step {stopped + 2}/{stopped + 2}" in done.stdout
