@@ -577,7 +577,10 @@ def _sigterm_flag():
       if not multi:
         return False
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return multihost_utils.reached_preemption_sync_point(step)
+      try:
+        return multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # jax_enable_preemption_service turned off: no preemption saves
+        return False
     yield reached
     return
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: arrived.set())
