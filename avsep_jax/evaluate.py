@@ -236,18 +236,24 @@ def _separator(config, model: nnx.Module, mesh: train.Mesh):
   (a batch not divisible by the devices is padded, then cut back)."""
   graphdef, state = nnx.split(model)
   config_json = config.to_json()
-  devices = jax.device_count()
 
   def separate(batch):
-    size = len(batch["labels"])
-    pad = -size % devices
-    batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
-             for k, v in batch.items()}
-    shares, mixture, estimates = fetch(_separate(graphdef, config_json, state,
-                                                 put_global(batch, mesh)))
+    (shares, mixture, estimates), size = on_mesh(
+        lambda inputs: _separate(graphdef, config_json, state, inputs), batch, mesh)
     return shares[:size], mixture[:size], estimates[:, :size]
 
   return separate
+
+
+def on_mesh(fn, batch: dict, mesh: train.Mesh):
+  """`(fn's result as numpy on every process, the batch's row count)` for a numpy batch
+  every process holds whole. Rows are padded (repeating the last) to a multiple of the
+  devices; the caller cuts the result back to the row count."""
+  size = len(next(iter(batch.values())))
+  pad = -size % jax.device_count()
+  batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
+           for k, v in batch.items()}
+  return fetch(fn(put_global(batch, mesh))), size
 
 
 def put_global(batch: dict, mesh: train.Mesh) -> dict:

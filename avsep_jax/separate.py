@@ -32,7 +32,6 @@ import pathlib
 from typing import Callable, Sequence
 
 from etils import epath
-import jax
 import numpy as np
 from flax import nnx
 from PIL import Image
@@ -41,7 +40,6 @@ from avsep_jax import data
 from avsep_jax import evaluate
 from avsep_jax import files
 from avsep_jax import report as report_lib
-from avsep_jax import train
 
 SAMPLE_RATE = 11025
 FRAME_RATE = 8.0          # frames read from a video per second (the builders' rate)
@@ -255,17 +253,14 @@ def model_estimator(config, model, mesh) -> Callable:
   """`(batch, mixtures [B, W]) -> estimates [S, B, N, W]` of `model` on the mesh."""
   graphdef, state = nnx.split(model)
   config_json = config.to_json()
-  devices = jax.device_count()
 
   def estimate(batch, mixtures):
     size, count = len(mixtures), batch["crops"].shape[1]
-    pad = -size % devices
     inputs = dict(batch, mixture=mixtures, source_mask=np.ones((size, count), bool))
-    inputs = {k: np.concatenate([v, np.repeat(v[-1:], pad, 0)]) if pad else v
-              for k, v in inputs.items()}
-    inputs = evaluate.put_global(inputs, mesh)
-    return jax.device_get(evaluate.separate_mixture(graphdef, config_json, state, inputs)
-                          )[:, :size]
+    estimates, size = evaluate.on_mesh(
+        lambda inputs: evaluate.separate_mixture(graphdef, config_json, state, inputs),
+        inputs, mesh)
+    return estimates[:, :size]
 
   return estimate
 

@@ -570,19 +570,20 @@ def _sigterm_flag():
   With several processes, jax's own preemption service (`jax.distributed`)
   decides instead, so that every process stops at the same step.
   """
-  arrived = threading.Event()
-  multi = jax.process_count() > 1
-  if multi or threading.current_thread() is not threading.main_thread():
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     def reached(step):
-      if not multi:
-        return False
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       try:
         return multihost_utils.reached_preemption_sync_point(step)
       except RuntimeError:  # jax_enable_preemption_service turned off: no preemption saves
         return False
     yield reached
     return
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda step: False  # only the main thread may set signal handlers
+    return
+  arrived = threading.Event()
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: arrived.set())
   try:
     yield lambda step: arrived.is_set()

@@ -111,6 +111,16 @@ def test_registry_errors_list_valid_names_and_keys():
     models.build_model({"name": "sop", "width": 3}, rngs=nnx.Rngs(0))
 
 
+def assert_same_values_and_gradients(ours, plain, x, kernel):
+  """`ours(x, kernel)` equals `plain(x, kernel)`, and so do the gradients of a loss on it."""
+  np.testing.assert_allclose(ours(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
+  loss = lambda f: (lambda x, k: jnp.sin(f(x, k)).sum())
+  grads = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
+  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+  for a, b in zip(grads, ref):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 7, 6, 2)])
 def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
   from avsep_jax.models import layers
@@ -118,12 +128,7 @@ def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
   kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
   plain = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  np.testing.assert_allclose(layers.conv_down(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
-  loss = lambda f: (lambda x, k: jnp.sin(f(x, k)).sum())
-  ours = jax.grad(loss(layers.conv_down), argnums=(0, 1))(x, kernel)
-  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
-  for a, b in zip(ours, ref):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  assert_same_values_and_gradients(layers.conv_down, plain, x, kernel)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 5, 3, 2)])
@@ -135,12 +140,7 @@ def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
   plain = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)),
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
   assert layers.conv_up(x, kernel).shape == (shape[0], 2 * shape[1], 2 * shape[2], 5)
-  np.testing.assert_allclose(layers.conv_up(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
-  loss = lambda f: (lambda x, k: jnp.sin(f(x, k)).sum())
-  ours = jax.grad(loss(layers.conv_up), argnums=(0, 1))(x, kernel)
-  ref = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
-  for a, b in zip(ours, ref):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  assert_same_values_and_gradients(layers.conv_up, plain, x, kernel)
   # The module keeps nnx.ConvTranspose's parameters (names and shapes).
   up = layers.UpConv(shape[-1], 5, rngs=nnx.Rngs(0))
   ref_module = nnx.ConvTranspose(shape[-1], 5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),

@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from avsep_jax import files
 from avsep_jax.data import mixtures
 
 
@@ -83,8 +84,7 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     builder_cls = tfds.builder_cls(name.split("/")[0])
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"dataset {name!r} is not registered ({e})") from e
-  use_beam = beam_runner is not None or beam_options is not None
-  pipeline_options = _beam_pipeline_options(name, builder_cls, manual, beam_options, use_beam)
+  pipeline_options = _beam_pipeline_options(name, builder_cls, beam_runner, beam_options)
   kwargs = {}
   if issubclass(builder_cls, manual.ManualVideoBuilder):
     kwargs = dict(num_workers=num_workers, strict=strict, allow_pickle=allow_pickle)
@@ -96,7 +96,7 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
     raise ValueError(f"dataset {name!r} is not registered ({e})") from e
   if builder.is_prepared():
     return builder
-  if "://" in str(data_dir):
+  if files.is_remote(data_dir):
     # No file lock on Cloud Storage: several hosts would each build. Build once first
     # (`launch/tpu_vm.sh prepare`, or this module's command line), then train.
     if jax_process_count() > 1:
@@ -122,9 +122,10 @@ def prepare_dataset(name: str, data_dir: str | None = None, *, num_workers: int 
   return builder
 
 
-def _beam_pipeline_options(name, builder_cls, manual, beam_options, use_beam):
+def _beam_pipeline_options(name, builder_cls, beam_runner, beam_options):
   """`PipelineOptions` of the `beam_options` string (None without Beam), or a clear error."""
-  if not use_beam:
+  from data_builders import manual  # pylint: disable=g-import-not-at-top
+  if beam_runner is None and beam_options is None:
     return None
   if not issubclass(builder_cls, manual.ManualVideoBuilder):
     raise ValueError(f"dataset {name!r} builds without Beam: only builders of downloaded "
