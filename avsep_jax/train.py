@@ -12,8 +12,10 @@ runs `config.train.steps` steps of one `jax.jit`-compiled step:
 - the batch is sharded over the `data` axis of a `jax.make_mesh` mesh and the
   state replicated, so the same code runs on one CPU, 8 fake CPU devices, a
   GPU or a TPU slice (several hosts: each feeds its own share of the stream);
-- a step whose loss or gradients are not finite leaves the state unchanged and
-  stops training with an error, so no checkpoint ever holds NaNs;
+- a step whose loss or gradients are not finite leaves the state unchanged, so
+  no checkpoint or logged metric ever holds NaNs; training then stops with an
+  error naming the step (`train.on_non_finite='stop'`) or warns, counts it
+  and goes on (`'skip'`, up to `train.max_skipped_steps`);
 - an Orbax `CheckpointManager` under `workdir/checkpoints` saves the state, the
   base RNG key and the grain iterator state together; a run started on a
   workdir with checkpoints resumes from the latest one exactly;
@@ -361,7 +363,9 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
                             alignment_weight=align, weighted=loss_cfg.weighted)
 
   def train_step(state, batch, key):
-    ts = nnx.merge(graphdef, state)
+    # A copy: merging shares `state`'s Variables, which the update below would
+    # overwrite, and a non-finite step must return `state` as it came in.
+    ts = nnx.merge(graphdef, state, copy=True)
     step = ts.optimizer.step[...]
     rng = jax.random.fold_in(key, step)
 
@@ -436,6 +440,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"train.batch_size={t.batch_size} does not split over "
                      f"{jax.process_count()} processes")
   validate_stages(t)
+  if t.on_non_finite not in ("stop", "skip"):
+    raise ValueError(f"train.on_non_finite={t.on_non_finite!r}: expected 'stop' or 'skip'")
+  if t.max_skipped_steps < 0:
+    raise ValueError(f"train.max_skipped_steps={t.max_skipped_steps} must be >= 0")
   if t.steps < 1 or t.log_every < 1 or t.checkpoint_every < 1:
     raise ValueError(f"train.steps={t.steps}, train.log_every={t.log_every} and "
                      f"train.checkpoint_every={t.checkpoint_every} must be >= 1")
@@ -550,8 +558,38 @@ def init_state(config: ml_collections.ConfigDict):
 
 
 def _host_mean(metrics: list[dict]) -> dict[str, float]:
+  """Mean of each metric over the steps given (host floats), `finite` left out."""
   fetched = jax.device_get(metrics)
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0] if k != "finite"}
+
+
+def _check_finite(pending: list[dict], first_step: int, skipped: int, t, workdir,
+                  last_checkpoint) -> tuple[list[dict], int]:
+  """The finite steps' metrics of `pending` (steps first_step...) and the skip count.
+
+  Raises:
+    FloatingPointError: a step was not finite and `t.on_non_finite` is 'stop',
+      or more than `t.max_skipped_steps` were skipped.
+  """
+  finite = jax.device_get([p["finite"] for p in pending])
+  bad = [first_step + i for i, ok in enumerate(finite) if not ok]
+  if not bad:
+    return pending, skipped
+  where = (f"the last checkpoint ({last_checkpoint}) in {workdir} is unaffected: lower "
+           "train.learning_rate or check the data")
+  if t.on_non_finite == "stop":
+    raise FloatingPointError(
+        f"non-finite loss, gradients or parameters at step {bad[0]} (its update was not "
+        f"applied); {where}; train.on_non_finite='skip' skips such steps instead")
+  skipped += len(bad)
+  print(f"warning: non-finite loss, gradients or parameters at step(s) "
+        f"{', '.join(map(str, bad))}: update(s) skipped ({skipped} in this run, at most "
+        f"train.max_skipped_steps={t.max_skipped_steps})", flush=True)
+  if skipped > t.max_skipped_steps:
+    raise FloatingPointError(
+        f"{skipped} steps with non-finite loss, gradients or parameters, the last at step "
+        f"{bad[-1]}: more than train.max_skipped_steps={t.max_skipped_steps}; {where}")
+  return [p for p, ok in zip(pending, finite) if ok], skipped
 
 
 class Preempted(Exception):
@@ -605,7 +643,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     evaluation's summaries when eval.after_training}`.
 
   Raises:
-    FloatingPointError: a step's loss, gradients or updated parameters were not finite.
+    FloatingPointError: a step's loss, gradients or updated parameters were not finite
+      (`train.on_non_finite='stop'`), or more than `train.max_skipped_steps` were.
   """
   from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
   validate_config(config)
@@ -646,7 +685,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         data=grain.checkpoint.CheckpointSave(iterator)), force=True)
 
   pending: list[dict] = []  # metrics of the steps since the last log, from step first_pending
-  first_pending, history = start + 1, []
+  first_pending, history, skipped = start + 1, [], 0
   begin = time.time()
   with _sigterm_flag() as preempted:
     for step in range(start + 1, t.steps + 1):
@@ -659,20 +698,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       last = step == t.steps
       stop = not last and preempted(step)
       if step % t.log_every == 0 or step % t.checkpoint_every == 0 or last or stop:
-        bad = [first_pending + i
-               for i, ok in enumerate(jax.device_get([p["finite"] for p in pending])) if not ok]
-        if bad:
-          raise FloatingPointError(
-              f"non-finite loss, gradients or parameters at step {bad[0]} (updates skipped "
-              "from there); "
-              f"the last checkpoint ({manager.latest_step()}) in {workdir} is unaffected: "
-              "lower train.learning_rate or check the data")
-        summary = _host_mean(pending)
+        good, skipped = _check_finite(pending, first_pending, skipped, t, workdir,
+                                      manager.latest_step())
         first_pending, pending = step + 1, []
-        history.append((step, summary))
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "
-              f"({time.time() - begin:.0f} s)", flush=True)
+        if good:  # a log interval of skipped steps only has nothing to average
+          summary = _host_mean(good)
+          if t.on_non_finite == "skip":
+            summary["skipped_steps"] = float(skipped)
+          history.append((step, summary))
+          writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+          print(f"step {step}/{t.steps}  loss {summary['loss']:.4f}  "
+                f"({time.time() - begin:.0f} s)", flush=True)
       if step % t.checkpoint_every == 0 or last or stop:
         save(step)
       if stop:  # preemption: the state of this step is saved; a rerun resumes from it

@@ -132,6 +132,11 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.checkpoint_every = {"cpu": 200, "full": 1000, "tiny": 2}[size]
   c.train.max_checkpoints = 2
   c.train.profile_steps = 0       # >0: a jax.profiler trace of that many steps after step 10
+  # A step whose loss, gradients or new parameters are not finite changes nothing;
+  # then 'stop' ends training with an error naming the step, 'skip' warns, counts
+  # it and goes on, stopping only after more than max_skipped_steps such steps.
+  c.train.on_non_finite = "stop"
+  c.train.max_skipped_steps = 10
 
   c.eval = config_dict.ConfigDict()
   c.eval.every = {"cpu": 700, "full": 2500, "tiny": 0}[size]  # validation SDR; 0: never

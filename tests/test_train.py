@@ -150,6 +150,75 @@ def test_non_finite_loss_stops_without_a_nan_checkpoint(tiny_data_dir, tmp_path)
   assert not list((tmp_path / "checkpoints").glob("[0-9]*"))
 
 
+def _poison_batches(monkeypatch, steps, value=float("nan")):
+  """Training batches number `steps` (1-based, counted from this call) get `value` audio."""
+  put_batch, count = train.Mesh.put_batch, [0]
+
+  def poisoned(self, batch):
+    count[0] += 1
+    if count[0] in steps:
+      batch = dict(batch, sources=np.full_like(batch["sources"], value))
+    return put_batch(self, batch)
+
+  monkeypatch.setattr(train.Mesh, "put_batch", poisoned)
+
+
+def test_a_non_finite_step_returns_its_input_state_unchanged():
+  config = crn.get_config("tiny")
+  graphdef, state, schedules = train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  batch = synthetic_batch(config, 2)
+  before = [np.asarray(x).copy() for x in jax.tree.leaves(state)]
+  new, metrics = step(state, dict(batch, sources=np.full_like(batch["sources"], np.nan)),
+                      jax.random.key(0))
+  assert not bool(metrics["finite"])
+  for a, b in zip(before, jax.tree.leaves(new), strict=True):
+    np.testing.assert_array_equal(a, np.asarray(b))  # optimiser moments and step count too
+  new, metrics = step(new, batch, jax.random.key(0))
+  assert bool(metrics["finite"]) and int(new["optimizer"]["step"][...]) == 1
+
+
+def _checkpoint_leaves(workdir, step):
+  from orbax import checkpoint as ocp
+  restored = ocp.StandardCheckpointer().restore(
+      (workdir / "checkpoints" / str(step) / "state").resolve())
+  return jax.tree.leaves(restored)
+
+
+def test_nan_batch_stops_at_its_step_and_no_checkpoint_holds_it(tiny_data_dir, tmp_path,
+                                                                monkeypatch):
+  _poison_batches(monkeypatch, {3})
+  config = tiny_config(tiny_data_dir, steps=4, checkpoint_every=1)
+  with pytest.raises(FloatingPointError, match=r"non-finite .* at step 3 .*the last "
+                                               r"checkpoint \(2\)"):
+    train.train_and_evaluate(config, tmp_path)
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").glob("[0-9]*"))
+  assert steps == [1, 2]
+  assert all(np.isfinite(np.asarray(x)).all() for x in _checkpoint_leaves(tmp_path, 2))
+
+
+def test_skip_mode_drops_non_finite_steps_and_keeps_going(tiny_data_dir, tmp_path, monkeypatch,
+                                                          capsys):
+  _poison_batches(monkeypatch, {2, 3}, value=float("inf"))
+  config = tiny_config(tiny_data_dir, steps=4, checkpoint_every=2, on_non_finite="skip")
+  history = train.train_and_evaluate(config, tmp_path)["train"]
+  out = capsys.readouterr().out
+  assert "non-finite loss, gradients or parameters at step(s) 2" in out
+  assert [s for s, _ in history] == [1, 4]          # steps 2 and 3 had nothing finite to log
+  assert history[-1][1]["skipped_steps"] == 2
+  assert all(np.isfinite(v) for _, m in history for v in m.values())
+  assert all(np.isfinite(np.asarray(x)).all() for x in _checkpoint_leaves(tmp_path, 4))
+
+  _poison_batches(monkeypatch, {2, 3})
+  config = tiny_config(tiny_data_dir, steps=4, on_non_finite="skip", max_skipped_steps=1)
+  with pytest.raises(FloatingPointError, match=r"2 steps .* the last at step 3: more than "
+                                               r"train.max_skipped_steps=1"):
+    train.train_and_evaluate(config, tmp_path / "limit")
+  config.train.on_non_finite = "drop"
+  with pytest.raises(ValueError, match="train.on_non_finite='drop': expected 'stop' or 'skip'"):
+    train.train_and_evaluate(config, tmp_path / "bad")
+
+
 def test_both_metric_backends_agree():
   rng = np.random.default_rng(0)
   ref = rng.normal(size=(2, 2, 4000))
