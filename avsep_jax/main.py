@@ -30,6 +30,7 @@ import jax
 from ml_collections import config_flags
 
 from avsep_jax import evaluate
+from avsep_jax import files
 from avsep_jax import separate
 from avsep_jax import train
 
@@ -90,6 +91,21 @@ def main(argv):
   print(f"{config.model.name} on {config.dataset.name}: {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), "
         f"workdir {_WORKDIR.value}", flush=True)
+  try:
+    run_mode(config)
+  except Exception as e:  # pylint: disable=broad-except (only storage errors are reworded)
+    reason = e if isinstance(e, files.StorageError) else files.storage_error(e)
+    if reason is None:
+      raise
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Checkpoint writer threads may still be failing on the same disk; their
+    # teardown at interpreter exit would print pages of follow-on errors.
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def run_mode(config):
+  """Runs `--mode` on `config`."""
   if _MODE.value == "train":
     try:
       train.train_and_evaluate(config, _WORKDIR.value)

@@ -645,11 +645,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   Raises:
     FloatingPointError: a step's loss, gradients or updated parameters were not finite
       (`train.on_non_finite='stop'`), or more than `train.max_skipped_steps` were.
+    files.StorageError: the workdir cannot be written (disk full, no permission).
   """
-  from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
   validate_config(config)
   workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  try:
+    return _train_and_evaluate(config, workdir, devices)
+  except (Preempted, FloatingPointError, KeyboardInterrupt):
+    raise
+  except Exception as e:  # pylint: disable=broad-except (only storage errors are reworded)
+    reason = str(e) if isinstance(e, files.StorageError) else files.storage_error(e)
+    if reason is None:
+      raise
+    raise files.StorageError(f"cannot write to the workdir {workdir}: {reason}. "
+                       f"{_last_checkpoint_note(workdir)}Free space or fix the permissions, "
+                       "then run the same command again: it resumes from there") from e
+
+
+def _last_checkpoint_note(workdir) -> str:
+  """Which checkpoint a rerun resumes from, for error messages ('' if unknown)."""
+  try:
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  except OSError:
+    return ""
+  if not steps:
+    return "No checkpoint was completed. "
+  return f"The last complete checkpoint is step {max(steps)}. "
+
+
+def _train_and_evaluate(config, workdir: epath.Path, devices) -> dict[str, Any]:
+  """`train_and_evaluate` after the config check; storage errors propagate as raised."""
+  from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
+  files.check_writable(workdir)
   t = config.train
   mesh = Mesh(devices)
   graphdef, state, schedules = init_state(config)
@@ -678,7 +705,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     hooks.append(periodic_actions.Profile(num_profile_steps=t.profile_steps,
                                           first_profile=start + 10, logdir=str(workdir)))
 
+  # A checkpoint holds the state, the RNG key and the iterator's state: room for
+  # one more than that (old ones are deleted only after a new one is complete).
+  checkpoint_bytes = int(1.1 * sum(x.nbytes for x in jax.tree.leaves(state))) + 2**16
+
   def save(step):
+    files.check_free_space(workdir, checkpoint_bytes, f"checkpoint step {step}")
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave({"train": nnx.to_pure_dict(state),
                                      "rng": jax.random.key_data(key)}),
