@@ -487,6 +487,7 @@ def load_checkpoint(config, workdir: str | pathlib.Path, step: int | None = None
                             f"{'at all' if step is None else f'at step {step}'}; "
                             f"steps saved: {list(manager.all_steps())}")
   graphdef, state, _ = train.init_state(config)
-  state, _ = train.restore_state(manager, step, state, jax.random.key(config.seed))
+  state, _ = train.restore_state(manager, step, state, jax.random.key(config.seed),
+                                model_name=config.model.name)
   state = mesh.replicate(state)
   return nnx.merge(graphdef, state).model, mesh, step

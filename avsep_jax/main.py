@@ -15,6 +15,11 @@ see launch/README.md.
 `--config.<field>=value` overrides one field, and a field the config does not
 have is an error. Training resumes from `--workdir`'s latest checkpoint; SIGTERM (a preemption)
 saves a checkpoint of the step in progress and exits with status 143.
+
+Bad input, a bad config or a workdir that cannot be written ends with one
+`error: ...` line naming the file or field and exit status 1 (see
+docs/bad_input.md); `AVSEP_TRACEBACK=1` shows the traceback of a bad-input
+error instead.
 """
 
 from __future__ import annotations
@@ -93,6 +98,11 @@ def main(argv):
         f"workdir {_WORKDIR.value}", flush=True)
   try:
     run_mode(config)
+  except (ValueError, FileNotFoundError) as e:  # bad input or config: say what, no traceback
+    if os.environ.get("AVSEP_TRACEBACK"):
+      raise
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
   except Exception as e:  # pylint: disable=broad-except (only storage errors are reworded)
     reason = e if isinstance(e, files.StorageError) else files.storage_error(e)
     if reason is None:
@@ -117,14 +127,10 @@ def run_mode(config):
   else:
     if not _INPUT.value:
       raise app.UsageError("--mode=separate needs --input=VIDEO_OR_AUDIO")
-    try:
-      out = separate.separate_file(
-          config, _WORKDIR.value, _INPUT.value, output=_OUTPUT.value, boxes=_BOXES.value,
-          detections=_DETECTIONS.value, images=_IMAGES.value, num_sources=_NUM_SOURCES.value,
-          detection_fps=_DETECTION_FPS.value, step=_STEP.value)
-    except (ValueError, FileNotFoundError) as e:  # bad input: say what, no traceback
-      print(f"error: {e}", file=sys.stderr, flush=True)
-      sys.exit(1)
+    out = separate.separate_file(
+        config, _WORKDIR.value, _INPUT.value, output=_OUTPUT.value, boxes=_BOXES.value,
+        detections=_DETECTIONS.value, images=_IMAGES.value, num_sources=_NUM_SOURCES.value,
+        detection_fps=_DETECTION_FPS.value, step=_STEP.value)
     print(f"wrote {out}/source*.wav and {out}/report/index.html", flush=True)
 
 

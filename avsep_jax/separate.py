@@ -62,13 +62,21 @@ def read_recording(path: str | pathlib.Path) -> Recording:
   Raises:
     FileNotFoundError: no such file.
     ValueError (`media.MediaError`): unreadable file, no audio stream, no
-      audio samples, or a video stream that cannot be decoded.
+      audio samples, NaN/inf or all-zero audio, or a video stream that cannot
+      be decoded.
   """
   from data_builders import media  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"--input {path}: no such file")
-  audio = media.read_audio(path).astype(np.float32) / 32768.0
+  audio, source_rate = media.read_audio_and_rate(path)
+  if not np.any(audio):
+    raise ValueError(f"--input {path}: the audio is silent (every sample is 0): nothing to "
+                     "separate")
+  if source_rate and source_rate != media.SAMPLE_RATE:
+    print(f"note: {path.name}: {source_rate} Hz audio, resampled to {media.SAMPLE_RATE} Hz "
+          "(the models' rate)", flush=True)
+  audio = audio.astype(np.float32) / 32768.0
   if path.suffix.lower() in AUDIO_SUFFIXES:
     return Recording(str(path), audio)
   frames = media.read_video_frames(path, FRAME_RATE, FRAME_SHORT_SIDE)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import pathlib
 import signal
@@ -538,9 +539,60 @@ def checkpoint_manager(workdir, config: ml_collections.ConfigDict):
                      "data": grain.checkpoint.CheckpointHandler()})
 
 
-def restore_state(manager, step: int, state, key, iterator=None):
-  """Restores `(state, key)` (and the iterator in place) from checkpoint `step`."""
+def _array_shapes(tree) -> dict[str, tuple[int, ...]]:
+  """`{'train.model.unet...': shape}` of a pytree of arrays or Orbax array metadata."""
+  def name(path):
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  return {name(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_checkpoint_fits(directory, step: int, template, model_name: str) -> None:
+  """Raises ValueError naming what differs when checkpoint `step` in `directory` (a
+  workdir's `checkpoints`) does not hold arrays of `template`'s names and shapes:
+  another model, another size of it or another optimiser."""
+  directory = epath.Path(directory)
+  try:
+    theirs = _array_shapes(ocp.StandardCheckpointer().metadata(
+        directory / str(step) / "state").item_metadata)
+  except Exception:  # pylint: disable=broad-except (no metadata: the restore says what it finds)
+    return
+  ours = _array_shapes(template)
+  missing = sorted(set(ours) - set(theirs))
+  extra = sorted(set(theirs) - set(ours))
+  reshaped = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
+  if not (missing or extra or reshaped):
+    return
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} arrays this config makes are not in it (e.g. {missing[0]})")
+  if extra:
+    parts.append(f"{len(extra)} arrays in it are not made by this config (e.g. {extra[0]})")
+  if reshaped:
+    k = reshaped[0]
+    parts.append(f"{len(reshaped)} arrays differ in shape (e.g. {k}: {theirs[k]} in the "
+                 f"checkpoint, {ours[k]} here)")
+  hint = ""
+  try:
+    saved = json.loads((directory.parent / "config.json").read_text())["model"]["name"]
+    hint = (f"; its workdir's config.json trained model.name={saved!r}" if saved != model_name
+            else "; its workdir's config.json trained the same model with other settings")
+  except (OSError, KeyError, TypeError, ValueError):
+    pass
+  raise ValueError(
+      f"checkpoint {step} in {directory} does not fit this config (model.name="
+      f"{model_name!r}): {'; '.join(parts)}{hint}. Pass the config it was trained with "
+      "(and its overrides), or use another --workdir")
+
+
+def restore_state(manager, step: int, state, key, iterator=None, model_name: str = "?"):
+  """Restores `(state, key)` (and the iterator in place) from checkpoint `step`.
+
+  Raises:
+    ValueError: the checkpoint holds another model's or optimiser's arrays.
+  """
   template = {"train": nnx.to_pure_dict(state), "rng": jax.random.key_data(key)}
+  check_checkpoint_fits(manager.directory, step, template, model_name)
   args = {"state": ocp.args.StandardRestore(template)}
   if iterator is not None:
     args["data"] = grain.checkpoint.CheckpointRestore(iterator)
@@ -686,7 +738,7 @@ def _train_and_evaluate(config, workdir: epath.Path, devices) -> dict[str, Any]:
   manager = checkpoint_manager(workdir, config)
   start = manager.latest_step() or 0
   if start:
-    state, key = restore_state(manager, start, state, key, iterator)
+    state, key = restore_state(manager, start, state, key, iterator, config.model.name)
     logging.info("resumed from %s at step %d", manager.directory, start)
     print(f"resuming from step {start} ({manager.directory})", flush=True)
   writer = metric_writers.create_default_writer(os.fspath(workdir),

@@ -39,17 +39,29 @@ def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   """The first audio stream of an audio or video file, mono, resampled: int16 `[L]`.
 
   Raises:
-    MediaError: unreadable or truncated file, no audio stream, or no samples.
+    MediaError: unreadable or truncated file, no audio stream, no samples, or
+      NaN/inf samples (floating-point files).
   """
+  return read_audio_and_rate(path, sample_rate)[0]
+
+
+def read_audio_and_rate(path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+  """`read_audio` and the file's own sample rate (Hz)."""
   import av  # pylint: disable=g-import-not-at-top
   with _open(path) as container:
     if not container.streams.audio:
       raise MediaError(path, "has no audio stream")
     stream = container.streams.audio[0]
+    source_rate = int(stream.rate or 0)
     resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
     chunks = []
     try:
       for frame in container.decode(stream):
+        # Converting to int16 would turn NaN and inf into arbitrary sample values.
+        if frame.format.name.startswith(("flt", "dbl")) and \
+            not np.isfinite(frame.to_ndarray()).all():
+          raise MediaError(path, f"has non-finite (NaN or inf) audio samples near "
+                                 f"{float(frame.time or 0):.2f} s")
         chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
       chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     except av.error.FFmpegError as e:
@@ -57,7 +69,7 @@ def read_audio(path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   audio = np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
   if not len(audio):
     raise MediaError(path, "has no audio samples")
-  return audio
+  return audio, source_rate
 
 
 def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:

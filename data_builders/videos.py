@@ -430,8 +430,8 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
 
   Raises:
     media.MediaError: an undecodable or truncated file, no audio or video
-      stream, audio shorter than `options.min_seconds`, or a bad detection
-      file (`BadFile`).
+      stream, NaN/inf or all-zero audio, audio shorter than
+      `options.min_seconds`, or a bad detection file (`BadFile`).
   """
   label_ids = [list(class_names).index(name) for name in video.labels]
   stems = None
@@ -450,6 +450,8 @@ def make_examples(video: VideoSource, options: ClipOptions, class_names
   else:
     audio_path = video.audio or video.video
     audio = media.read_audio(audio_path)
+  if not np.any(audio):
+    raise BadFile(audio_path, "audio is silent (every sample is 0)")
   seconds = len(audio) / SAMPLE_RATE
   if seconds < options.min_seconds:
     raise BadFile(audio_path, f"audio is {seconds:.2f} s, shorter than the "

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import soundfile
 import pytest
 import tensorflow_datasets as tfds
 
@@ -120,15 +121,26 @@ def test_frames_audio_layout_with_one_based_detections(tmp_path):
     fake_media.write_wav(root / f"audio/{cls}/{cls}{i}{suffix}", sample_rate=44100)
   fake_media.write_frames(root / "frames/cello/orphan.mp4")           # its audio is missing
   (root / "frames/cello/cello2.mp4/000003.jpg").write_bytes(b"not a jpeg")
+  # Flute's three recordings are all unusable: no frames, silent, NaN audio.
+  (root / "frames/flute/flute0.mp4").mkdir(parents=True)
+  fake_media.write_wav(root / "audio/flute/flute0.wav")
+  for name, samples in (("flute1", np.zeros(7 * 22050, np.float32)),
+                        ("flute2", np.full(7 * 22050, np.nan, np.float32))):
+    fake_media.write_frames(root / f"frames/flute/{name}.mp4")
+    soundfile.write(root / f"audio/flute/{name}.wav", samples, 22050, subtype="FLOAT")
   # 1-based frame numbers (000001.jpg is frame 1), boxes in the 96 x 64 JPEGs.
   fake_media.write_detections(root / "detections/violin1.mp4.npy", 56, box=(0, 0, 96, 64),
                               class_id=3, base=1)
   clip = videos.ClipOptions(**{**CLIPS.__dict__, "detection_index_base": 1})
   builder = build("frames", root, tmp_path / "data", clip=clip)
   bad = report_of(builder)
-  assert set(bad) == {str(root / "frames/cello/orphan.mp4"),
-                      str(root / "frames/cello/cello2.mp4/000003.jpg")}
+  assert set(bad) == {str(root / p) for p in (
+      "frames/cello/orphan.mp4", "frames/cello/cello2.mp4/000003.jpg", "frames/flute/flute0.mp4",
+      "audio/flute/flute1.wav", "audio/flute/flute2.wav")}
   assert "no audio file" in bad[str(root / "frames/cello/orphan.mp4")]
+  assert "has no .jpg/.png frames" in bad[str(root / "frames/flute/flute0.mp4")]
+  assert "audio is silent" in bad[str(root / "audio/flute/flute1.wav")]
+  assert "non-finite (NaN or inf) audio samples" in bad[str(root / "audio/flute/flute2.wav")]
   examples = [ex for split in builder.info.splits
               for ex in tfds.data_source("music/frames", split=split,
                                          data_dir=str(tmp_path / "data"))]

@@ -6,6 +6,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 import pytest
 import soundfile
 
@@ -93,17 +94,17 @@ def test_separates_a_duet_video_on_the_command_line(tiny_data_dir, workdir, duet
 
 
 def test_long_audio_with_pictures_and_a_video_with_detections(tiny_data_dir, workdir, duet_video,
-                                                              tmp_path):
+                                                              tmp_path, capsys):
   config = tiny_config(tiny_data_dir)
   wav = fake_media.write_wav(tmp_path / "long.wav", seconds=60.0)
   pictures = []
   for k, colour in enumerate(((200, 30, 30), (30, 30, 200))):
     pictures.append(tmp_path / f"instrument{k}.png")
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     Image.new("RGB", (40, 30), colour).save(pictures[-1])
   out = separate.separate_file(config, workdir, wav, images=[str(p) for p in pictures],
                                progress=False)
   assert out == workdir / "separated" / "long.wav"
+  assert "long.wav: 22050 Hz audio, resampled to 11025 Hz" in capsys.readouterr().out
   length = len(media.read_audio(wav))
   assert length == 60 * 11025
   for k in (1, 2):
@@ -127,6 +128,9 @@ def test_long_audio_with_pictures_and_a_video_with_detections(tiny_data_dir, wor
     ("box_syntax", "is not four numbers"),
     ("audio_without_pictures", "give a picture of each instrument"),
     ("bad_detections", "shape (3, 5)"),
+    ("detections_outside", "is not inside the 96x64 frame"),
+    ("nan_audio", "non-finite (NaN or inf) audio samples"),
+    ("silent_audio", "the audio is silent (every sample is 0)"),
 ])
 def test_bad_input_fails_clearly_and_writes_nothing(tiny_data_dir, workdir, duet_video, tmp_path,
                                                     case, message):
@@ -151,6 +155,16 @@ def test_bad_input_fails_clearly_and_writes_nothing(tiny_data_dir, workdir, duet
   elif case == "bad_detections":
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     kwargs["detections"] = str(tmp_path / "bad.npy")
+  elif case == "detections_outside":
+    np.save(tmp_path / "far.npy", np.asarray([[0, 0, 0.9, 50, 5, 190, 60]], np.float32))
+    kwargs["detections"] = str(tmp_path / "far.npy")
+  elif case in ("nan_audio", "silent_audio"):
+    path = tmp_path / f"{case}.wav"
+    fill = np.nan if case == "nan_audio" else 0.0
+    soundfile.write(path, np.full(3 * 22050, fill, np.float32), 22050, subtype="FLOAT")
+    kwargs["images"] = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    for name in kwargs["images"]:
+      Image.new("RGB", (32, 32), (200, 40, 40)).save(name)
   out = tmp_path / "out"
   with pytest.raises((ValueError, FileNotFoundError), match=message.replace("(", r"\(")
                      .replace(")", r"\)")):

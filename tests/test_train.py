@@ -241,6 +241,31 @@ def test_command_line_rejects_unknown_config_keys(tmp_path):
   assert "stepz" in proc.stderr
   proc = _main("--config=configs/crn.py:huge", f"--workdir={tmp_path}")
   assert proc.returncode != 0 and "expected one of ('cpu', 'full', 'tiny')" in proc.stderr
+  proc = _main("--config=configs/crn.py:tiny", "--config.train.steps=abc", f"--workdir={tmp_path}")
+  assert proc.returncode != 0
+  assert "--config.train.steps=abc: invalid literal for int()" in proc.stderr
+  assert not list(tmp_path.iterdir())                                  # nothing written
+
+
+def test_a_checkpoint_of_another_model_is_refused_by_name(tiny_data_dir, tmp_path):
+  crn_config = tiny_config(tiny_data_dir, steps=1)
+  train.train_and_evaluate(crn_config, tmp_path)
+  sop_config = tiny_config(tiny_data_dir, sop, steps=2)
+  message = (r"checkpoint 1 in .*checkpoints does not fit this config \(model.name='sop'\): "
+             r".*arrays .*its workdir's config.json trained model.name='crn'")
+  with pytest.raises(ValueError, match=message):
+    evaluate.load_checkpoint(sop_config, tmp_path)
+  with pytest.raises(ValueError, match=message):                     # nor resumed
+    train.train_and_evaluate(sop_config, tmp_path)
+  wider = tiny_config(tiny_data_dir, steps=2)
+  wider.model.unet.ngf *= 2
+  with pytest.raises(ValueError, match=r"differ in shape .*trained the same model with other "
+                                       r"settings"):
+    evaluate.load_checkpoint(wider, tmp_path)
+  proc = _main("--config=configs/sop.py:tiny", f"--config.dataset.data_dir={tiny_data_dir}",
+               f"--workdir={tmp_path}", "--mode=eval")
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert proc.stderr.count("error: checkpoint 1 in") == 1
 
 
 def test_module_learning_rates_and_schedule():
