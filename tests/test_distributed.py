@@ -97,3 +97,44 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_data_di
   for key in ("sdr", "sir", "sar", "sdr_mixture"):
     assert abs(scored[0][key] - scored[1][key]) < 1e-3
   assert (tmp_path / "two" / "eval" / "report" / "index.html").exists()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_both_resume(tiny_data_dir,
+                                                                        tmp_path):
+  """A preemption notice (SIGTERM) to one host: jax's preemption service picks a step,
+  every process saves it and exits 143, and the same commands resume from it."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  _, index = data.open_indexed_split("synthetic_music/tiny", "test", tiny_data_dir)
+  classes = sorted(set(index.labels))[:3]
+
+  def start(steps):
+    port = free_port()
+    return [subprocess.Popen(
+        command(tiny_data_dir, tmp_path, classes)
+        + [f"--config.train.steps={steps}", "--config.train.checkpoint_every=1000",
+           "--config.eval.after_training=False", f"--coordinator_address=localhost:{port}",
+           "--num_processes=2", f"--process_id={i}"],
+        cwd=ROOT, env=environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+
+  runs = start(500)
+  for line in runs[0].stdout:  # training has begun on both: step 3 is logged
+    if line.startswith("step 3/500"):
+      runs[1].send_signal(signal.SIGTERM)
+      break
+  outputs = [run.communicate(timeout=600) for run in runs]
+  stopped = set()
+  for run, (out, err) in zip(runs, outputs):
+    assert run.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped.add(int(out.split("stopped by SIGTERM after step ")[1].split(";")[0]))
+  assert len(stopped) == 1 and 3 <= min(stopped) < 500, stopped     # the same step on both
+  step = stopped.pop()
+  assert ocp.CheckpointManager(tmp_path / "checkpoints").latest_step() == step
+
+  runs = start(step + 2)
+  outputs = [run.communicate(timeout=600) for run in runs]
+  for run, (out, err) in zip(runs, outputs):
+    assert run.returncode == 0, err[-3000:]
+  assert f"resuming from step {step}" in outputs[0][0]
+  assert f"step {step + 2}/{step + 2}" in outputs[0][0]
