@@ -98,7 +98,7 @@ def main(argv):
         f"workdir {_WORKDIR.value}", flush=True)
   try:
     run_mode(config)
-  except (ValueError, FileNotFoundError) as e:  # bad input or config: say what, no traceback
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:  # say what, no traceback
     if os.environ.get("AVSEP_TRACEBACK"):
       raise
     print(f"error: {e}", file=sys.stderr, flush=True)

@@ -706,12 +706,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   except (Preempted, FloatingPointError, KeyboardInterrupt):
     raise
   except Exception as e:  # pylint: disable=broad-except (only storage errors are reworded)
-    reason = str(e) if isinstance(e, files.StorageError) else files.storage_error(e)
-    if reason is None:
-      raise
-    raise files.StorageError(f"cannot write to the workdir {workdir}: {reason}. "
-                       f"{_last_checkpoint_note(workdir)}Free space or fix the permissions, "
-                       "then run the same command again: it resumes from there") from e
+    if isinstance(e, files.StorageError):  # our own checks name the place already
+      message = str(e)
+    else:
+      reason = files.storage_error(e)
+      if reason is None:
+        raise
+      message = f"cannot write to the workdir {workdir}: {reason}"
+    raise files.StorageError(f"{message}. {_last_checkpoint_note(workdir)}Free space or fix "
+                             "the permissions, then run the same command again: it resumes "
+                             "from there") from e
 
 
 def _last_checkpoint_note(workdir) -> str:
