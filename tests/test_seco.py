@@ -97,7 +97,8 @@ def test_consistency_terms_follow_the_original_formulas():
 def test_one_step_trains_all_but_the_frozen_spectrogram_net():
   config = seco.get_config("tiny")
   batch = synthetic_batch(config, 2)
-  assert batch["frames"].shape[2] == 6                 # 16383 samples at 4 frames per second
+  assert batch["frames"].shape[2] == 12                # 16383 samples at 8 frames per second
+  assert config.model.frame_input == "differences" and config.model.per_frame_weights
   assert batch["companions"].shape == batch["sources"].shape
   graphdef, state, schedules = train.init_state(config)
   step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
@@ -125,3 +126,53 @@ def test_training_batches_hold_same_class_companions(tiny_data_dir):
           np.asarray(source[i]["audio"], np.int16), 64) == head).all(1).any()
                   for i in by_class[int(label)])
       assert found, (row, n)          # a segment of a clip of the source's own class
+
+
+def test_frames_to_spectrogram_time_interpolates_between_frame_middles():
+  from avsep_jax.models import seco as seco_model
+  ramp = jnp.arange(4.0)[:, None] * jnp.ones((1, 2))               # frame v holds v
+  out = seco_model.frames_to_spectrogram_time(ramp, 9)               # STFT frames at 0, 1/8, ..
+  np.testing.assert_allclose(out[:, 0], [0, 0, 0.5, 1, 1.5, 2, 2.5, 3, 3], atol=1e-6)
+  np.testing.assert_allclose(out[:, 1], out[:, 0])
+  assert seco_model.frames_to_spectrogram_time(jnp.ones((2, 3, 5, 4)), 64).shape == (2, 3, 64, 4)
+
+
+def test_per_frame_weights_follow_the_clip_in_time_and_train():
+  config = seco.get_config("tiny")                 # per-frame weights at 8 frames/s
+  batch = synthetic_batch(config, 2)
+  assert batch["frames"].shape[2] == 12
+  graphdef, state, schedules = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  frames = jnp.asarray(batch["frames"])
+  b, n = frames.shape[:2]
+  clips = frames.reshape((b * n,) + frames.shape[2:])
+  per_frame = model.video(clips, pool_time=False)
+  assert per_frame.shape == (b * n, 12, model.video.out_channels)
+  # The consistency losses' clip vector is still the pooled video feature.
+  np.testing.assert_allclose(per_frame.mean(1), model.video(clips), rtol=1e-5, atol=1e-6)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  new, metrics = step(state, batch, jax.random.key(0))
+  for name in ("unet", "video", "visual_proj", "synth_scale"):
+    assert module_changed(state, new, name), name
+  assert np.isfinite(float(metrics["loss"]))
+
+
+def test_frame_differences_ignore_what_stands_still():
+  config = seco.get_config("tiny")                 # frame differences
+  batch = synthetic_batch(config, 2)
+  graphdef, state, _ = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  features = train.mixture_features(config, jnp.asarray(batch["sources"]).sum(1))
+  rng = np.random.default_rng(1)
+  stills = [np.broadcast_to(rng.normal(size=(2, 2, 1, 32, 32, 3)), batch["frames"].shape)
+            for _ in range(2)]                            # two different still pictures
+  moving = batch["frames"]
+  outs = [model({"mix_mag": features["mix_mag"], "frames": jnp.asarray(f, jnp.float32)})
+          for f in stills + [moving]]
+  np.testing.assert_array_equal(outs[0]["vision_feat"], outs[1]["vision_feat"])
+  np.testing.assert_array_equal(outs[0]["mask_logits"], outs[1]["mask_logits"])
+  still, moved = np.asarray(outs[0]["vision_feat"]), np.asarray(outs[2]["vision_feat"])
+  assert np.abs(moved - still).max() > 0.1 * np.abs(moved).max()
+  config.model.frame_input = "flow"
+  with pytest.raises(ValueError, match="model.frame_input='flow'"):
+    train.init_state(config)

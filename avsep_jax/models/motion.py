@@ -207,7 +207,8 @@ class FastPathway(nnx.Module):
                                                    norm_groups=norm_groups,
                                                    fold_time=fold_time, rngs=rngs))
 
-  def __call__(self, clips):
+  def __call__(self, clips, pool_time: bool = True):
+    """`[M, T, H, W, 3]` -> `[M, C]`, or per frame `[M, T, C]` with `pool_time=False`."""
     if clips.ndim != 5:
       raise ValueError(f"video net input {clips.shape}: expected [M, T, H, W, C] clips")
     x = jax.nn.relu(self.stem_norm(self.stem(clips)))
@@ -215,4 +216,4 @@ class FastPathway(nnx.Module):
     for stage in self.stages:
       for b in stage:
         x = b(x)
-    return x.mean(axis=(1, 2, 3))
+    return x.mean(axis=(1, 2, 3) if pool_time else (2, 3))

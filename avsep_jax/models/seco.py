@@ -31,15 +31,43 @@ from avsep_jax.models import unet as unet_lib
 from avsep_jax.models import visual as visual_lib
 
 
+def frames_to_spectrogram_time(per_frame, num_steps: int):
+  """Per-frame values `[..., V, K]` -> `[..., num_steps, K]`, linear in time.
+
+  Frame v shows the middle of the v-th of V equal spans of the segment (as the
+  data pipeline picks frames), and STFT frame t (center=True) sits at t/(T-1)
+  of it, so each STFT frame reads the two frames around its time; before the
+  first frame's middle and after the last's the nearest frame holds.
+  """
+  num_frames = per_frame.shape[-2]
+  position = jnp.linspace(0.0, 1.0, num_steps) * num_frames - 0.5    # in frame units
+  lo = jnp.clip(jnp.floor(position), 0, num_frames - 1).astype(jnp.int32)
+  hi = jnp.minimum(lo + 1, num_frames - 1)
+  frac = jnp.clip(position - lo, 0.0, 1.0)[:, None]
+  return (jnp.take(per_frame, lo, axis=-2) * (1 - frac)
+          + jnp.take(per_frame, hi, axis=-2) * frac)
+
+
 class SeCo(nnx.Module):
   """`{mix_mag, frames}` -> mask logits `[1, B, N, F, T]` and the consistency features."""
 
   def __init__(self, *, num_channels: int = 64, unet: dict | None = None,
-               video: dict | None = None, sync_net: dict | None = None, rngs: nnx.Rngs):
+               video: dict | None = None, sync_net: dict | None = None,
+               per_frame_weights: bool = False, frame_input: str = "frames",
+               rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
       num_channels: K, the U-Net's output features (SeCo: 64).
+      per_frame_weights: False (the original): the video vector, pooled over
+        the clip, gives one set of K channel weights for the whole segment.
+        True: each frame's features (pooled over space only) give K weights
+        for that frame's time span, linearly interpolated to the spectrogram's
+        frames, so a source's mask can follow its player's motion in time.
+        The consistency losses still see the clip-pooled vector.
+      frame_input: 'frames' (the original) or 'differences': the video net
+        sees each frame minus the one before (zeros for the first), so a
+        still picture gives nothing and what moves is what it sees.
       unet: `AudioUNet` arguments other than the channel counts.
       video: `motion.FastPathway` arguments; its output length is the
         consistency features' length D.
@@ -54,6 +82,10 @@ class SeCo(nnx.Module):
     self.synth_scale = nnx.Param(jnp.ones((num_channels,), jnp.float32))
     self.synth_bias = nnx.Param(jnp.zeros((), jnp.float32))
     self.sync_net = visual_lib.VisualEncoder(dim, in_channels=1, **(sync_net or {}), rngs=rngs)
+    self.per_frame_weights = per_frame_weights
+    if frame_input not in ("frames", "differences"):
+      raise ValueError(f"model.frame_input={frame_input!r}: expected 'frames' or 'differences'")
+    self.frame_input = frame_input
 
   def _embed(self, log_maps):
     """Spectrogram features: log-magnitude maps `[B, N, F, T]` -> `[B, N, D]`."""
@@ -80,9 +112,19 @@ class SeCo(nnx.Module):
     b, n = frames.shape[:2]
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])                # [B, F, T]
     features = self.unet(log_mix[..., None])                           # [B, F, T, K]
-    vision = self.video(frames.reshape((b * n,) + frames.shape[2:])).reshape(b, n, -1)
-    weights = jax.nn.sigmoid(self.visual_proj(vision)) * self.synth_scale[...]
-    logits = jnp.einsum("bftk,bnk->bnft", features, weights) + self.synth_bias[...]
+    clips = frames.reshape((b * n,) + frames.shape[2:])
+    if self.frame_input == "differences":
+      clips = jnp.diff(clips, axis=1, prepend=clips[:, :1])
+    if self.per_frame_weights:
+      per_frame = self.video(clips, pool_time=False).reshape(b, n, frames.shape[2], -1)
+      vision = per_frame.mean(axis=2)                                  # [B, N, D]
+      weights = jax.nn.sigmoid(self.visual_proj(per_frame)) * self.synth_scale[...]
+      weights = frames_to_spectrogram_time(weights, features.shape[2])  # [B, N, T, K]
+      logits = jnp.einsum("bftk,bntk->bnft", features, weights) + self.synth_bias[...]
+    else:
+      vision = self.video(clips).reshape(b, n, -1)
+      weights = jax.nn.sigmoid(self.visual_proj(vision)) * self.synth_scale[...]
+      logits = jnp.einsum("bftk,bnk->bnft", features, weights) + self.synth_bias[...]
     out = {"mask_logits": logits[None], "vision_feat": vision,
            "audio_sep_feat": self._embed(log_mix[:, None] * jax.nn.sigmoid(logits))}
     if "source_mag" in inputs:
