@@ -17,6 +17,11 @@ net (`sync_net`, a ResNet-10) embeds, in the video vector's space:
 The original never gives `sync_net` to its optimiser, so it keeps its random
 initialisation while gradients pass through it; the configs reproduce that
 with a zero learning rate for it.
+
+Two options depart from the original (the CPU config uses both; see
+configs/seco.py): `frame_input='differences'` shows the video net only what
+moves, and `per_frame_weights` gives each frame's time span its own channel
+weights.
 """
 
 from __future__ import annotations
