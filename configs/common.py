@@ -134,7 +134,8 @@ def base_config(size: str) -> config_dict.ConfigDict:
   c.train.profile_steps = 0       # >0: a jax.profiler trace of that many steps after step 10
   # A step whose loss, gradients or new parameters are not finite changes nothing;
   # then 'stop' ends training with an error naming the step, 'skip' warns, counts
-  # it and goes on, stopping only after more than max_skipped_steps such steps.
+  # it and goes on, stopping only after more than max_skipped_steps such steps
+  # (counted from the start of this process's run: a resumed run counts afresh).
   c.train.on_non_finite = "stop"
   c.train.max_skipped_steps = 10
 
