@@ -129,12 +129,11 @@ def conv_down(x, kernel):
   return _conv_down_even(x, kernel)
 
 
-class DownConv(nnx.Module):
-  """The U-Net's and ConvNet's way down: 4x4 conv, stride 2, padding 1 (`conv_down`).
+class _Conv4x4(nnx.Module):
+  """A 4x4 kernel `[4, 4, in, out]` and optional bias (`nnx.Conv`'s names and shapes),
+  applied by the subclass's `conv(x, kernel)`."""
 
-  Parameters are named and shaped as `nnx.Conv`'s (`kernel` `[4, 4, in, out]`,
-  optional `bias`).
-  """
+  conv = None
 
   def __init__(self, in_ch: int, out_ch: int, *, use_bias: bool = True,
                init_std: float | None = None, rngs: nnx.Rngs):
@@ -142,8 +141,18 @@ class DownConv(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
 
   def __call__(self, x):
-    y = conv_down(x, self.kernel[...])
+    y = type(self).conv(x, self.kernel[...])
     return y if self.bias is None else y + self.bias[...]
+
+
+class DownConv(_Conv4x4):
+  """The U-Net's and ConvNet's way down: 4x4 conv, stride 2, padding 1 (`conv_down`).
+
+  Parameters are named and shaped as `nnx.Conv`'s (`kernel` `[4, 4, in, out]`,
+  optional `bias`).
+  """
+
+  conv = staticmethod(conv_down)
 
 
 def conv_up(x, kernel):
@@ -172,18 +181,11 @@ def conv_up(x, kernel):
   return y.reshape(b, 2 * h, 2 * w, o)
 
 
-class UpConv(nnx.Module):
+class UpConv(_Conv4x4):
   """The U-Net's transposed-conv way up (`conv_up`); parameters as `nnx.ConvTranspose`'s
   (`kernel` `[4, 4, in, out]`, optional `bias`)."""
 
-  def __init__(self, in_ch: int, out_ch: int, *, use_bias: bool = True,
-               init_std: float | None = None, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(normal_init(init_std)(rngs.params(), (4, 4, in_ch, out_ch)))
-    self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
-
-  def __call__(self, x):
-    y = conv_up(x, self.kernel[...])
-    return y if self.bias is None else y + self.bias[...]
+  conv = staticmethod(conv_up)
 
 
 @functools.lru_cache(maxsize=None)
