@@ -237,6 +237,14 @@ def test_bad_inputs_raise_clear_errors():
     metrics.bss_eval_sources(ok, bad)
   with pytest.raises(ValueError, match=r"reference .* non-finite"):
     metrics.bss_eval_sources(np.full((2, 100), np.inf), ok)
+  with pytest.raises(ValueError, match=r"estimate .* first at index \(1, 1, 7\)"):
+    bad = jnp.ones((2, 2, 100)).at[1, 1, 7].set(jnp.inf)  # on device, in the 2nd of 2 groups
+    metrics.bss_eval_sources(jnp.ones((2, 2, 100)), bad, group_size=1)
+  # Finite samples whose |x| sums overflow fail the kernels' quick check; the
+  # exact check then finds nothing to report.
+  huge = np.full((2, 100), 1e307)
+  huge[1] *= -1
+  metrics.bss_eval_sources(huge, huge)
   with pytest.raises(ValueError, match=r"L >= 1"):
     metrics.bss_eval_sources(np.ones((2, 0)), np.ones((2, 0)))
   with pytest.raises(ValueError, match=r"dtype must be float32 or float64"):
