@@ -145,7 +145,7 @@ def get_config(arg: str | None = None):
                    video=dict(stem_channels=8, blocks=(3, 4, 6, 3), widths=(8, 16, 32, 64),
                               norm="batch"),
                    sync_net=dict(backbone="resnet10", head="avg_linear"),
-                   per_frame_weights=False, frame_input="frames")
+                   per_frame_weights=False, frame_input="frames", motion_channels=0)
     c.train.learning_rate = 1e-3
     c.train.module_learning_rates = dict(video=1e-4, sync_net=0.0)
   else:
@@ -157,7 +157,7 @@ def get_config(arg: str | None = None):
                               widths=(4, 8, 16, 16) if size == "cpu" else (4, 4, 4, 4),
                               norm="group", norm_groups=4),
                    sync_net=common.small_visual(size), per_frame_weights=True,
-                   frame_input="differences")
+                   frame_input="differences", motion_channels=0)
     c.train.module_learning_rates = dict(sync_net=0.0)
     c.eval.per_combination = (10, 10) if size == "cpu" else (1, 1)
     c.eval.validation_per_combination = 10 if size == "cpu" else 1

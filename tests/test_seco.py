@@ -176,3 +176,28 @@ def test_frame_differences_ignore_what_stands_still():
   config.model.frame_input = "flow"
   with pytest.raises(ValueError, match="model.frame_input='flow'"):
     train.init_state(config)
+
+
+def test_motion_channels_give_each_source_its_own_unet_pass():
+  config = seco.get_config("tiny")
+  config.model.motion_channels = 2
+  batch = synthetic_batch(config, 2)
+  graphdef, state, schedules = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  assert model.unet.down[0].kernel.shape[-2] == 3       # log mixture + 2 motion maps
+  features = train.mixture_features(config, jnp.asarray(batch["sources"]).sum(1))
+  frames = jnp.asarray(batch["frames"], jnp.float32)
+  moved = frames.at[:, 1, 3:].add(0.5)                  # source 1's player moves later on
+  outs = [model({"mix_mag": features["mix_mag"], "frames": f})["mask_logits"][0]
+          for f in (frames, moved)]
+  # Source 0's pass never sees source 1's frames; source 1's masks follow them.
+  np.testing.assert_array_equal(outs[0][:, 0], outs[1][:, 0])
+  assert np.abs(np.asarray(outs[0][:, 1] - outs[1][:, 1])).max() > 0
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  new, metrics = step(state, batch, jax.random.key(0))
+  for name in ("unet", "video", "motion_proj", "visual_proj"):
+    assert module_changed(state, new, name), name
+  assert np.isfinite(float(metrics["loss"]))
+  config.model.motion_channels = -1
+  with pytest.raises(ValueError, match="model.motion_channels=-1"):
+    train.init_state(config)

@@ -18,10 +18,11 @@ The original never gives `sync_net` to its optimiser, so it keeps its random
 initialisation while gradients pass through it; the configs reproduce that
 with a zero learning rate for it.
 
-Two options depart from the original (the CPU config uses both; see
-configs/seco.py): `frame_input='differences'` shows the video net only what
-moves, and `per_frame_weights` gives each frame's time span its own channel
-weights.
+Three options depart from the original (see configs/seco.py for which the
+CPU config uses): `frame_input='differences'` shows the video net only what
+moves, `per_frame_weights` gives each frame's time span its own channel
+weights, and `motion_channels` gives each source's per-frame video features to
+the U-Net as extra input maps (one U-Net pass per source).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SeCo(nnx.Module):
   def __init__(self, *, num_channels: int = 64, unet: dict | None = None,
                video: dict | None = None, sync_net: dict | None = None,
                per_frame_weights: bool = False, frame_input: str = "frames",
-               rngs: nnx.Rngs):
+               motion_channels: int = 0, rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -73,15 +74,28 @@ class SeCo(nnx.Module):
       frame_input: 'frames' (the original) or 'differences': the video net
         sees each frame minus the one before (zeros for the first), so a
         still picture gives nothing and what moves is what it sees.
+      motion_channels: 0 (the original): the U-Net sees the mixture alone and
+        one pass serves every source. M > 0: each source's per-frame video
+        features go through a linear layer to M values per frame, which are
+        interpolated to the spectrogram's frames, tiled over frequency and
+        given to the U-Net next to the mixture's log magnitude; the U-Net runs
+        once per source, so its features can follow when that source's player
+        moves (N times the U-Net's cost).
       unet: `AudioUNet` arguments other than the channel counts.
       video: `motion.FastPathway` arguments; its output length is the
         consistency features' length D.
       sync_net: `VisualEncoder` arguments of the spectrogram net (one input
         channel, output D).
     """
-    self.unet = unet_lib.AudioUNet(1, num_channels, **(unet or {}), rngs=rngs)
+    if motion_channels < 0:
+      raise ValueError(f"model.motion_channels={motion_channels}: expected >= 0")
+    self.unet = unet_lib.AudioUNet(1 + motion_channels, num_channels, **(unet or {}),
+                                   rngs=rngs)
     self.video = motion_lib.FastPathway(**(video or {}), rngs=rngs)
     dim = self.video.out_channels
+    self.motion_channels = motion_channels
+    self.motion_proj = (nnx.Linear(dim, motion_channels, rngs=rngs) if motion_channels
+                        else None)
     self.visual_proj = nnx.Linear(dim, num_channels, use_bias=False, rngs=rngs)
     # SoP's synthesizer: scale starts at 1, bias at 0.
     self.synth_scale = nnx.Param(jnp.ones((num_channels,), jnp.float32))
@@ -116,20 +130,37 @@ class SeCo(nnx.Module):
     frames = inputs["frames"]
     b, n = frames.shape[:2]
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])                # [B, F, T]
-    features = self.unet(log_mix[..., None])                           # [B, F, T, K]
+    num_f, num_t = log_mix.shape[1:]
     clips = frames.reshape((b * n,) + frames.shape[2:])
     if self.frame_input == "differences":
       clips = jnp.diff(clips, axis=1, prepend=clips[:, :1])
-    if self.per_frame_weights:
+    per_frame = None
+    if self.per_frame_weights or self.motion_channels:
       per_frame = self.video(clips, pool_time=False).reshape(b, n, frames.shape[2], -1)
       vision = per_frame.mean(axis=2)                                  # [B, N, D]
-      weights = jax.nn.sigmoid(self.visual_proj(per_frame)) * self.synth_scale[...]
-      weights = frames_to_spectrogram_time(weights, features.shape[2])  # [B, N, T, K]
-      logits = jnp.einsum("bftk,bntk->bnft", features, weights) + self.synth_bias[...]
     else:
       vision = self.video(clips).reshape(b, n, -1)
-      weights = jax.nn.sigmoid(self.visual_proj(vision)) * self.synth_scale[...]
-      logits = jnp.einsum("bftk,bnk->bnft", features, weights) + self.synth_bias[...]
+    if self.motion_channels:
+      motion = frames_to_spectrogram_time(self.motion_proj(per_frame), num_t)  # [B, N, T, M]
+      maps = jnp.concatenate([
+          jnp.broadcast_to(log_mix[:, None, :, :, None], (b, n, num_f, num_t, 1)),
+          jnp.broadcast_to(motion[:, :, None], (b, n, num_f, num_t, self.motion_channels))],
+                             axis=-1)
+      features = self.unet(maps.reshape((b * n, num_f, num_t, -1)))
+      features = features.reshape((b, n) + features.shape[1:])         # [B, N, F, T, K]
+      feature_axes = "bnftk"
+    else:
+      features = self.unet(log_mix[..., None])                         # [B, F, T, K]
+      feature_axes = "bftk"
+    if self.per_frame_weights:
+      weights = jax.nn.sigmoid(self.visual_proj(per_frame)) * self.synth_scale[...]
+      weights = frames_to_spectrogram_time(weights, num_t)             # [B, N, T, K]
+      weight_axes = "bntk"
+    else:
+      weights = jax.nn.sigmoid(self.visual_proj(vision)) * self.synth_scale[...]  # [B, N, K]
+      weight_axes = "bnk"
+    logits = (jnp.einsum(f"{feature_axes},{weight_axes}->bnft", features, weights)
+              + self.synth_bias[...])
     out = {"mask_logits": logits[None], "vision_feat": vision,
            "audio_sep_feat": self._embed(log_mix[:, None] * jax.nn.sigmoid(logits))}
     if "source_mag" in inputs:
