@@ -95,6 +95,22 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
   | 2 | differences | one set per clip | 8 | -4.12 | -3.97 | -6.05 |
   | 2 | differences (default) | per frame | 8 | -2.48 | -2.69 | -4.60 |
 
+  Two further variants, fold 2 only (2026-11-28; neither is a default):
+  - `model.motion_channels=4` (each source's per-frame video features as 4
+    extra U-Net input maps, one U-Net pass per source) on the default:
+    -3.41 / -2.43 dB (validation -3.23); 904 s of training (the default's
+    fold-2 run: 965 s).
+  - the same with `model.video_net='energy'` (`MotionEnergyNet`: only how
+    much each half of the picture moves per frame, nothing of what it looks
+    like; widths (16, 32), 64 outputs): -0.93 / -1.29 dB (validation -1.15),
+    439 s.
+    Its training loss stayed at 0.22-0.23 (the default's fell to 0.16): its
+    masks stay near 0.5.
+  Why the motion cue is weak here: on a training batch (16 mixtures, fold 2,
+  8 frames/s), a source's per-frame motion energy correlates 0.20 with its
+  own audio onsets and 0.05 with the other source's. Notes come every
+  0.2-0.4 s, the bounce decays in 0.15 s, and frames come every 0.125 s, so
+  about half of all frames show a bounce of either player.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too
@@ -145,7 +161,8 @@ def get_config(arg: str | None = None):
                    video=dict(stem_channels=8, blocks=(3, 4, 6, 3), widths=(8, 16, 32, 64),
                               norm="batch"),
                    sync_net=dict(backbone="resnet10", head="avg_linear"),
-                   per_frame_weights=False, frame_input="frames", motion_channels=0)
+                   per_frame_weights=False, frame_input="frames", motion_channels=0,
+                   video_net="fast")
     c.train.learning_rate = 1e-3
     c.train.module_learning_rates = dict(video=1e-4, sync_net=0.0)
   else:
@@ -157,7 +174,7 @@ def get_config(arg: str | None = None):
                               widths=(4, 8, 16, 16) if size == "cpu" else (4, 4, 4, 4),
                               norm="group", norm_groups=4),
                    sync_net=common.small_visual(size), per_frame_weights=True,
-                   frame_input="differences", motion_channels=0)
+                   frame_input="differences", motion_channels=0, video_net="fast")
     c.train.module_learning_rates = dict(sync_net=0.0)
     c.eval.per_combination = (10, 10) if size == "cpu" else (1, 1)
     c.eval.validation_per_combination = 10 if size == "cpu" else 1

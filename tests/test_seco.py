@@ -201,3 +201,33 @@ def test_motion_channels_give_each_source_its_own_unet_pass():
   config.model.motion_channels = -1
   with pytest.raises(ValueError, match="model.motion_channels=-1"):
     train.init_state(config)
+
+
+def test_motion_energy_net_sees_when_and_where_a_picture_moves_not_what_it_is():
+  from avsep_jax.models import seco as seco_model
+  rng = np.random.default_rng(2)
+  picture = rng.uniform(size=(1, 1, 32, 32, 3))
+  clip = np.repeat(picture, 8, axis=1)
+  clip[:, 5:, 16:] = np.roll(clip[:, 5:, 16:], 3, axis=3)     # the bottom half moves at frame 5
+  stats = np.asarray(seco_model.MotionEnergyNet.stats(jnp.asarray(clip)))[0]
+  assert stats.shape == (8, 5)
+  moving = stats[:, 0] > 0
+  assert moving.tolist() == [False] * 5 + [True] + [False] * 2
+  assert stats[5, 2] > 0 and stats[5, 1] == 0                 # bottom half, not top
+  # Brightness and contrast (and so most of what the picture is) drop out.
+  np.testing.assert_allclose(seco_model.MotionEnergyNet.stats(jnp.asarray(3 * clip + 0.2)),
+                             stats[None], rtol=1e-4, atol=1e-5)
+  config = seco.get_config("tiny")
+  config.model.video_net = "energy"
+  config.model.video = dict(widths=(4,), out_channels=8)
+  config.model.motion_channels = 1
+  batch = synthetic_batch(config, 2)
+  graphdef, state, schedules = train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  new, metrics = step(state, batch, jax.random.key(0))
+  for name in ("unet", "video", "motion_proj", "visual_proj"):
+    assert module_changed(state, new, name), name
+  assert np.isfinite(float(metrics["loss"]))
+  config.model.video_net = "optical_flow"
+  with pytest.raises(ValueError, match="model.video_net='optical_flow'"):
+    train.init_state(config)

@@ -54,13 +54,58 @@ def frames_to_spectrogram_time(per_frame, num_steps: int):
           + jnp.take(per_frame, hi, axis=-2) * frac)
 
 
+class MotionEnergyNet(nnx.Module):
+  """A video net that sees only how much each part of the picture moves, frame by frame.
+
+  `[M, V, H, W, C]` clips -> per frame, the mean absolute difference from the
+  previous frame over the whole picture and over its top, bottom, left and
+  right halves (5 values; the first frame's are zeros), each divided by its
+  mean over the clip (so the picture's size and contrast drop out), then
+  1-D convolutions over frames (`kernel` wide, ReLU) and a linear layer to
+  `out_channels`. What a picture looks like never reaches it: only when and
+  where it moves.
+  """
+
+  NUM_STATS = 5
+
+  def __init__(self, *, widths: tuple[int, ...] = (16, 32), out_channels: int = 64,
+               kernel: int = 3, rngs: nnx.Rngs):
+    if kernel < 1 or kernel % 2 == 0:
+      raise ValueError(f"motion-energy net kernel={kernel}: expected an odd width >= 1")
+    chans = (self.NUM_STATS,) + tuple(widths)
+    self.convs = nnx.List([nnx.Conv(a, b, (kernel,), padding="SAME", rngs=rngs)
+                           for a, b in zip(chans[:-1], chans[1:])])
+    self.head = nnx.Linear(chans[-1], out_channels, rngs=rngs)
+    self.out_channels = out_channels
+
+  @classmethod
+  def stats(cls, clips):
+    """`[M, V, H, W, C]` -> `[M, V, 5]` motion energies, each scaled to mean 1 over the clip."""
+    diff = jnp.abs(jnp.diff(clips, axis=1, prepend=clips[:, :1])).mean(-1)  # [M, V, H, W]
+    h, w = diff.shape[-2:]
+    parts = [diff, diff[..., :h // 2, :], diff[..., h // 2:, :], diff[..., :, :w // 2],
+             diff[..., :, w // 2:]]
+    energy = jnp.stack([p.mean((-2, -1)) for p in parts], -1)
+    return energy / (energy.mean(1, keepdims=True) + 1e-6)
+
+  def __call__(self, clips, pool_time: bool = True):
+    """`[M, V, H, W, C]` -> `[M, out_channels]`, or per frame `[M, V, out_channels]`."""
+    if clips.ndim != 5:
+      raise ValueError(f"video net input {clips.shape}: expected [M, T, H, W, C] clips")
+    x = self.stats(clips)
+    for conv in self.convs:
+      x = jax.nn.relu(conv(x))
+    x = self.head(x)
+    return x.mean(1) if pool_time else x
+
+
 class SeCo(nnx.Module):
   """`{mix_mag, frames}` -> mask logits `[1, B, N, F, T]` and the consistency features."""
 
   def __init__(self, *, num_channels: int = 64, unet: dict | None = None,
                video: dict | None = None, sync_net: dict | None = None,
                per_frame_weights: bool = False, frame_input: str = "frames",
-               motion_channels: int = 0, rngs: nnx.Rngs):
+               motion_channels: int = 0, video_net: str = "fast", rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -81,8 +126,11 @@ class SeCo(nnx.Module):
         given to the U-Net next to the mixture's log magnitude; the U-Net runs
         once per source, so its features can follow when that source's player
         moves (N times the U-Net's cost).
+      video_net: 'fast' (the original's FastNet, `motion.FastPathway`) or
+        'energy' (`MotionEnergyNet`: only how much each half of the picture
+        moves per frame; `frame_input` does not apply to it).
       unet: `AudioUNet` arguments other than the channel counts.
-      video: `motion.FastPathway` arguments; its output length is the
+      video: arguments of the video net; its output length is the
         consistency features' length D.
       sync_net: `VisualEncoder` arguments of the spectrogram net (one input
         channel, output D).
@@ -91,7 +139,13 @@ class SeCo(nnx.Module):
       raise ValueError(f"model.motion_channels={motion_channels}: expected >= 0")
     self.unet = unet_lib.AudioUNet(1 + motion_channels, num_channels, **(unet or {}),
                                    rngs=rngs)
-    self.video = motion_lib.FastPathway(**(video or {}), rngs=rngs)
+    if video_net == "fast":
+      self.video = motion_lib.FastPathway(**(video or {}), rngs=rngs)
+    elif video_net == "energy":
+      self.video = MotionEnergyNet(**(video or {}), rngs=rngs)
+    else:
+      raise ValueError(f"model.video_net={video_net!r}: expected 'fast' or 'energy'")
+    self.video_net = video_net
     dim = self.video.out_channels
     self.motion_channels = motion_channels
     self.motion_proj = (nnx.Linear(dim, motion_channels, rngs=rngs) if motion_channels
@@ -132,7 +186,7 @@ class SeCo(nnx.Module):
     log_mix = masks_lib.log_magnitude(inputs["mix_mag"])                # [B, F, T]
     num_f, num_t = log_mix.shape[1:]
     clips = frames.reshape((b * n,) + frames.shape[2:])
-    if self.frame_input == "differences":
+    if self.frame_input == "differences" and self.video_net == "fast":
       clips = jnp.diff(clips, axis=1, prepend=clips[:, :1])
     per_frame = None
     if self.per_frame_weights or self.motion_channels:
