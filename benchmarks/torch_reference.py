@@ -30,11 +30,13 @@ shapes and widths of our configs, so that both sides do the same work:
 
 The step: STFT (Hann 1022/256) of the mixture and the sources' shares, the
 log-frequency warp, ground-truth masks and loss weights, forward, loss,
-backward, optimiser step; as our jitted step.
+backward, optimiser step; as our jitted step. With `"mode": "inference"` the
+worker separates instead (`Inference`: mixture in, every source's waveform
+out, in eval mode without gradients; as our `evaluate.separate_mixture`).
 
 Protocol (`--serve`): one JSON request per stdin line, one JSON reply per line:
-  {"cmd": "setup", "model": "sop_cpu", "batch": 8, "compile": false}
-      -> {"params": N, "setup_s": s}
+  {"cmd": "setup", "model": "sop_cpu", "batch": 8, "compile": false,
+   "mode": "train" | "inference"} -> {"params": N, "setup_s": s}
   {"cmd": "time", "steps": k} -> {"seconds": s, "loss": x}
   {"cmd": "peak"} -> {"peak_rss_mb": m}
 """
@@ -375,6 +377,72 @@ class Step:
     return float(loss.detach())
 
 
+class Inference:
+  """One model in eval mode and a fixed batch: `run(k)` separates the batch k times.
+
+  As the originals' evaluation: STFT of the mixture, log-frequency warp, the
+  model without gradients (BatchNorm on running statistics), sigmoid masks,
+  `grid_sample` back to linear frequency (SoP's `warpgrid(warp=False)`), the
+  mask times the mixture's complex spectrogram, inverse STFT; every step's
+  waveforms for CRN, as our `evaluate.separate_mixture` returns them.
+  """
+
+  def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    self.spec = spec = MODELS[name]
+    self.model = (CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)).eval()
+    rng = np.random.default_rng(seed)
+    n, length = spec["num_mix"], spec["segment"]
+    self.mixture = torch.from_numpy(rng.uniform(-0.5, 0.5, (batch_size, length)
+                                                ).astype(np.float32))
+    shape = (batch_size, n) + ((spec["frames"],) if spec["frames"] else ()) + (
+        3, spec["crop"], spec["crop"])
+    self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+    self.window = torch.hann_window(N_FFT)
+    frames = length // HOP + 1
+    self.grid = warpgrid(batch_size, spec["warp_bins"], frames)
+    self.unwarp = unwarpgrid(batch_size * n, N_FFT // 2 + 1, frames)
+    self.forward = torch.compile(self._separate) if compile_model else self._separate
+
+  def _separate(self, mixture, pictures):
+    b, length = mixture.shape
+    n = pictures.shape[1]
+    spec = torch.stft(mixture, N_FFT, HOP, window=self.window, center=True,
+                      return_complex=True)                              # [B, 512, T]
+    mix_mag = F.grid_sample(spec.abs()[:, None], self.grid, align_corners=True)
+    log_mix = torch.log(mix_mag + 1e-10)
+    if isinstance(self.model, CRN):
+      steps, _ = self.model(log_mix, mix_mag, pictures)
+    else:
+      steps = [self.model(log_mix, pictures)]
+    waves = []
+    for logits in steps:                                                 # [B, N, F', T]
+      masks = F.grid_sample(torch.sigmoid(logits).reshape(b * n, 1, *logits.shape[2:]),
+                            self.unwarp, align_corners=True)[:, 0]      # [B*N, 512, T]
+      if self.spec["mask"] == "binary":
+        masks = (masks > 0.5).float()
+      est = masks * spec.repeat_interleave(n, dim=0)
+      waves.append(torch.istft(est, N_FFT, HOP, window=self.window, center=True,
+                               length=length).reshape(b, n, length))
+    return torch.stack(waves)
+
+  def run(self, steps: int) -> float:
+    with torch.inference_mode():
+      for _ in range(steps):
+        out = self.forward(self.mixture, self.pictures)
+    return float(out.abs().mean())
+
+
+def unwarpgrid(batch: int, height: int, width: int) -> torch.Tensor:
+  """SoP's `warpgrid(warp=False)`: for each linear bin, its row in the warped map."""
+  x = np.linspace(-1, 1, width)
+  y = np.linspace(-1, 1, height)
+  grid = np.zeros((batch, height, width, 2), np.float32)
+  grid[..., 0] = x[None, None, :]
+  grid[..., 1] = (np.log(y * 10 + 11) / np.log(21) * 2 - 1)[None, :, None]
+  return torch.from_numpy(grid)
+
+
 def peak_rss_mb() -> float:
   """This process's peak resident memory (VmHWM)."""
   for line in open("/proc/self/status"):
@@ -389,7 +457,8 @@ def serve() -> None:
     request = json.loads(line)
     if request["cmd"] == "setup":
       begin = time.perf_counter()
-      step = Step(request["model"], request["batch"], request.get("compile", False))
+      kind = Inference if request.get("mode") == "inference" else Step
+      step = kind(request["model"], request["batch"], request.get("compile", False))
       step.run(1)                                   # first step: allocation (and compile)
       reply = {"params": sum(p.numel() for p in step.model.parameters()),
                "setup_s": time.perf_counter() - begin}

@@ -1,8 +1,8 @@
-"""Training-step speed and memory: avsep_jax (jit) against its PyTorch twin (eager, compiled).
+"""Training-step (and inference) speed and memory: avsep_jax (jit) against its PyTorch twin.
 
   python3 -m venv .venv-torch && .venv-torch/bin/pip install -r benchmarks/requirements-torch.txt
   .venv/bin/python benchmarks/train_step.py [--models sop_cpu,sop_full] [--repeats 7] \
-      [--steps 3] [--torch_compile]
+      [--steps 3] [--torch_compile] [--inference]
 
 Each side runs in its own worker process (JAX here with `--serve_jax`; PyTorch
 in `.venv-torch` with `benchmarks/torch_reference.py --serve`), holding one
@@ -14,6 +14,12 @@ per step, the spread, examples per second, each worker's peak resident
 memory, and the ratio PyTorch time / JAX time (above 1: JAX is faster). The
 parameter counts of the two sides must agree, or the run stops. Results go to
 `benchmarks/results/train_step_<models>[_compile].json`.
+
+With `--inference` the workers time separation instead of training: the
+mixture's waveform in, every source's waveform out, in eval mode (JAX: the
+jitted `evaluate.separate_mixture` that `--mode=eval` and `--mode=separate`
+use; PyTorch: `torch_reference.Inference` under `torch.inference_mode()`),
+and results go to `benchmarks/results/inference_<models>[_compile].json`.
 """
 
 from __future__ import annotations
@@ -64,9 +70,10 @@ class JaxStep:
     if frames:
       batch["frames"] = rng.normal(size=(batch_size, n, frames, d.frame_size, d.frame_size, 3)
                                    ).astype(np.float32)
-    self.jax = jax
+    self.jax, self.config = jax, config
     mesh = train.Mesh()
     graphdef, state, schedules = train.init_state(config)
+    self.graphdef = graphdef
     self.params = sum(x.size for x in jax.tree.leaves(
         nnx.state(nnx.merge(graphdef, state).model, nnx.Param)))
     self.state = mesh.replicate(state)
@@ -87,6 +94,35 @@ class JaxStep:
     return float(self.jax.block_until_ready(metrics["loss"]))
 
 
+class JaxInference(JaxStep):
+  """`evaluate.separate_mixture` (the product's separation: mixture in, every
+  source's waveform out, eval mode) on a fixed batch of the config's shapes."""
+
+  def __init__(self, name: str, batch_size: int):
+    super().__init__(name, batch_size)
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top
+    model = nnx.merge(self.graphdef, self.state).model
+    model_graphdef, self.model_state = nnx.split(model)
+    batch = dict(self.batch)
+    batch["mixture"] = jnp.sum(batch.pop("sources"), axis=1)
+    self.batch = batch
+    config_json = self.config.to_json()
+    self.step = self.jax.jit(lambda state, batch: evaluate.separate_mixture(
+        model_graphdef, config_json, state, batch))
+
+  def compile(self) -> float:
+    begin = time.perf_counter()
+    self.step = self.step.lower(self.model_state, self.batch).compile()
+    return time.perf_counter() - begin
+
+  def run(self, steps: int) -> float:
+    for _ in range(steps):
+      out = self.step(self.model_state, self.batch)
+    return float(self.jax.numpy.abs(self.jax.block_until_ready(out)).mean())
+
+
 def peak_rss_mb() -> float:
   """This process's peak resident memory (VmHWM), as the PyTorch worker reports its own."""
   for line in open("/proc/self/status"):
@@ -101,7 +137,8 @@ def serve_jax() -> None:
     request = json.loads(line)
     if request["cmd"] == "setup":
       begin = time.perf_counter()
-      step = JaxStep(request["model"], request["batch"])
+      kind = JaxInference if request.get("mode") == "inference" else JaxStep
+      step = kind(request["model"], request["batch"])
       compile_s = step.compile()
       step.run(1)
       reply = {"params": step.params, "setup_s": time.perf_counter() - begin,
@@ -143,6 +180,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--torch_compile", action="store_true",
                       help="also time the PyTorch step under torch.compile")
+  parser.add_argument("--inference", action="store_true",
+                      help="time separation (eval-mode forward, waveforms out) "
+                           "instead of the training step")
   parser.add_argument("--serve_jax", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.serve_jax:
@@ -162,7 +202,8 @@ def main() -> None:
     setup = {}
     for side, worker in sides.items():
       setup[side] = worker.ask(cmd="setup", model=name, batch=batch,
-                               compile=side == "torch_compile")
+                               compile=side == "torch_compile",
+                               mode="inference" if args.inference else "train")
       print(f"{name} {side}: set up in {setup[side]['setup_s']:.1f} s, "
             f"{setup[side]['params']} parameters", flush=True)
     counts = {side: s["params"] for side, s in setup.items()}
@@ -197,9 +238,11 @@ def main() -> None:
       if side != "jax":
         print(f"  {side} time / JAX time: {row[f'{side}_over_jax']:.2f}x", flush=True)
   tag = "_".join(args.models.split(",")) + ("_compile" if args.torch_compile else "")
-  out = ROOT / "benchmarks" / "results" / f"train_step_{tag}.json"
+  kind = "inference" if args.inference else "train_step"
+  out = ROOT / "benchmarks" / "results" / f"{kind}_{tag}.json"
   out.parent.mkdir(exist_ok=True)
-  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
+  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "mode": kind,
+                             "repeats": args.repeats,
                              "steps": args.steps, "cpu_count": os.cpu_count(),
                              "results": results}, indent=1) + "\n")
   print(f"\nwrote {out}")

@@ -149,6 +149,26 @@ def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
       k: v.shape for k, v in nnx.to_flat_state(nnx.state(ref_module, nnx.Param))}
 
 
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 5, 3, 2)])
+def test_upsample_conv3x3_and_its_gradient_match_upsample_then_conv(shape):
+  """The phase form equals a nearest 2x upsample then a padded 3x3 conv."""
+  from avsep_jax.models import layers
+  x = jax.random.normal(jax.random.key(0), shape)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 5))
+  plain = lambda x, k: jax.lax.conv_general_dilated(
+      layers.upsample2x(x, "nearest"), k, (1, 1), ((1, 1), (1, 1)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert layers.upsample_conv3x3(x, kernel).shape == (shape[0], 2 * shape[1], 2 * shape[2], 5)
+  assert_same_values_and_gradients(layers.upsample_conv3x3, plain, x, kernel)
+  # The module keeps the 3x3 nnx.Conv's parameters (names and shapes): older
+  # checkpoints of U-Nets with nearest upsampling restore unchanged.
+  up = layers.NearestUpConv(shape[-1], 5, rngs=nnx.Rngs(0))
+  assert {k: v.shape for k, v in nnx.to_flat_state(nnx.state(up, nnx.Param))} == {
+      k: v.shape for k, v in nnx.to_flat_state(nnx.state(layers.conv(shape[-1], 5, 3,
+                                                                      rngs=nnx.Rngs(0)),
+                                                          nnx.Param))}
+
+
 def test_bilinear_upsample_is_align_corners_true():
   from avsep_jax.models import layers
   x = jnp.arange(3.0).reshape(1, 3, 1, 1) * jnp.ones((1, 3, 2, 1))

@@ -77,6 +77,10 @@ class AudioUNet(nnx.Module):
       if upsample == "transpose":
         # PyTorch's ConvTranspose2d(k=4, s=2, p=1), computed by output phases.
         up.append(layers.UpConv(c_in, c_out, use_bias=i == 0, init_std=init_std, rngs=rngs))
+      elif upsample == "nearest":
+        # Upsample + 3x3 conv as one phase-wise conv (same values and parameters).
+        up.append(layers.NearestUpConv(c_in, c_out, use_bias=i == 0, init_std=init_std,
+                                       rngs=rngs))
       else:
         up.append(layers.conv(c_in, c_out, 3, use_bias=i == 0, init_std=init_std, rngs=rngs))
       up_norms.append(layers.Norm(c_out, norm if i > 0 else "none", groups=norm_groups,
@@ -135,7 +139,7 @@ class AudioUNet(nnx.Module):
       h = jnp.concatenate([tiled.astype(h.dtype), h], axis=-1)
     for i in reversed(range(self.num_levels)):
       h = jax.nn.relu(h)
-      if self.upsample != "transpose":
+      if self.upsample == "bilinear":  # the other two upsample inside their conv
         h = layers.upsample2x(h, self.upsample)
       h = self.up_norms[i](self.up[i](h))
       if film is not None and film[i] is not None:
