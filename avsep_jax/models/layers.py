@@ -188,10 +188,16 @@ class UpConv(_Conv4x4):
   conv = staticmethod(conv_up)
 
 
-# Row r of the 4x4 kernel that `conv_up` applies, from the 3 rows of a 3x3 kernel
-# applied after a nearest 2x upsample: y[2i] = k0 x[i-1] + (k1 + k2) x[i],
-# y[2i+1] = (k0 + k1) x[i] + k2 x[i+1] (conv_up reads rows 0, 2 and 1, 3).
-_NEAREST_UP_ROWS = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1]], np.float32)
+def _nearest_up_taps(kernel, axis: int):
+  """The 4 taps along `axis` that `conv_up` applies, from the 3 taps of a 3x3 kernel
+  applied after a nearest 2x upsample: y[2i] = k0 x[i-1] + (k1 + k2) x[i] and
+  y[2i+1] = (k0 + k1) x[i] + k2 x[i+1], where conv_up reads taps 0, 2 and 1, 3.
+
+  Sums of slices rather than a matrix product: for a deep level's small
+  input, an `einsum` here cost more than the convolution itself.
+  """
+  k0, k1, k2 = (jax.lax.index_in_dim(kernel, i, axis) for i in range(3))
+  return jnp.concatenate([k0, k0 + k1, k1 + k2, k2], axis)
 
 
 def upsample_conv3x3(x, kernel):
@@ -200,12 +206,11 @@ def upsample_conv3x3(x, kernel):
 
   Every output pixel of the upsampled image's 3x3 conv sees only 2x2 input
   pixels, with some of the kernel's taps summed, so the whole is `conv_up`
-  with the 4x4 kernel `M k M^T` (M: `_NEAREST_UP_ROWS`): the same values, 16
-  instead of 36 multiply-adds per output pixel and channel pair, and no
+  with a 4x4 kernel made of those sums (`_nearest_up_taps`): the same values,
+  16 instead of 36 multiply-adds per output pixel and channel pair, and no
   upsampled copy of the input (in the forward pass or the gradient).
   """
-  rows = jnp.asarray(_NEAREST_UP_ROWS, kernel.dtype)
-  return conv_up(x, jnp.einsum("ai,bj,ijco->abco", rows, rows, kernel))
+  return conv_up(x, _nearest_up_taps(_nearest_up_taps(kernel, 0), 1))
 
 
 class NearestUpConv(nnx.Module):
