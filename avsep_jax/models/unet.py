@@ -48,7 +48,9 @@ class AudioUNet(nnx.Module):
       norm: 'batch' (originals), 'group' (CPU recipe) or 'none'.
       norm_groups: groups of GroupNorm.
       upsample: 'bilinear' (SoP, align_corners=True) or 'nearest', each followed
-        by a 3x3 conv, or 'transpose' (Co-Separation: 4x4 stride-2 transposed conv).
+        by a 3x3 conv (for 'nearest' the two are one phase-wise conv,
+        `layers.upsample_conv3x3`), or 'transpose' (Co-Separation: 4x4 stride-2
+        transposed conv).
       cond_dim: length of a conditioning vector tiled over the bottleneck and
         concatenated before the audio features (Co-Separation); 0: none.
       input_norm: normalise the input with `norm` first (SoP's BatchNorm(1)).
