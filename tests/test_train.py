@@ -331,8 +331,15 @@ def test_fixed_composition_step_equals_the_padded_step(tiny_data_dir):
   config.dataset.fixed_composition = False
   (padded, *_), padded_state = run_steps(config, batch, 1)
   np.testing.assert_allclose(grouped, padded, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(grouped_state), jax.tree.leaves(padded_state)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  _, initial, _ = train.init_state(config)
+  for a, b, w in zip(*(jax.tree.leaves(s) for s in (grouped_state, padded_state, initial))):
+    # The states differ by the gradients (w - g). Rounding differs between the
+    # two layouts, and where it flips a ReLU near zero in the base net, a few
+    # of the refinement net's gradients move by ~1e-3 of that leaf's largest
+    # (measured: 1.2e-6 of 8.8e-4), so the tolerance is on the leaf's scale.
+    a, b, w = np.asarray(a), np.asarray(b), np.asarray(w)
+    scale = float(np.abs(w - b).max()) if w.dtype.kind == "f" else 0.0
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-6, 5e-3 * scale))
   config.dataset.fixed_composition, config.dataset.min_mix = True, 0
   with pytest.raises(ValueError, match="fixed_composition needs dataset.min_mix"):
     train.validate_config(config)
