@@ -129,15 +129,17 @@ def conv_down(x, kernel):
   return _conv_down_even(x, kernel)
 
 
-class _Conv4x4(nnx.Module):
-  """A 4x4 kernel `[4, 4, in, out]` and optional bias (`nnx.Conv`'s names and shapes),
-  applied by the subclass's `conv(x, kernel)`."""
+class _KernelConv(nnx.Module):
+  """A square kernel `[size, size, in, out]` and optional bias (`nnx.Conv`'s names and
+  shapes), applied by the subclass's `conv(x, kernel)`; the subclass sets `size`."""
 
   conv = None
+  size = 4
 
   def __init__(self, in_ch: int, out_ch: int, *, use_bias: bool = True,
                init_std: float | None = None, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(normal_init(init_std)(rngs.params(), (4, 4, in_ch, out_ch)))
+    shape = (self.size, self.size, in_ch, out_ch)
+    self.kernel = nnx.Param(normal_init(init_std)(rngs.params(), shape))
     self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
 
   def __call__(self, x):
@@ -145,7 +147,7 @@ class _Conv4x4(nnx.Module):
     return y if self.bias is None else y + self.bias[...]
 
 
-class DownConv(_Conv4x4):
+class DownConv(_KernelConv):
   """The U-Net's and ConvNet's way down: 4x4 conv, stride 2, padding 1 (`conv_down`).
 
   Parameters are named and shaped as `nnx.Conv`'s (`kernel` `[4, 4, in, out]`,
@@ -181,7 +183,7 @@ def conv_up(x, kernel):
   return y.reshape(b, 2 * h, 2 * w, o)
 
 
-class UpConv(_Conv4x4):
+class UpConv(_KernelConv):
   """The U-Net's transposed-conv way up (`conv_up`); parameters as `nnx.ConvTranspose`'s
   (`kernel` `[4, 4, in, out]`, optional `bias`)."""
 
@@ -213,18 +215,12 @@ def upsample_conv3x3(x, kernel):
   return conv_up(x, _nearest_up_taps(_nearest_up_taps(kernel, 0), 1))
 
 
-class NearestUpConv(nnx.Module):
+class NearestUpConv(_KernelConv):
   """A nearest 2x upsample and a 3x3 conv (`upsample_conv3x3`); parameters named and
   shaped as that conv's `nnx.Conv` (`kernel` `[3, 3, in, out]`, optional `bias`)."""
 
-  def __init__(self, in_ch: int, out_ch: int, *, use_bias: bool = True,
-               init_std: float | None = None, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(normal_init(init_std)(rngs.params(), (3, 3, in_ch, out_ch)))
-    self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
-
-  def __call__(self, x):
-    y = upsample_conv3x3(x, self.kernel[...])
-    return y if self.bias is None else y + self.bias[...]
+  conv = staticmethod(upsample_conv3x3)
+  size = 3
 
 
 @functools.lru_cache(maxsize=None)
