@@ -58,6 +58,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -83,41 +84,60 @@ def is_silent(signals, threshold: float = SILENCE_THRESHOLD):
   return jnp.sum(jnp.abs(jnp.asarray(signals)), axis=-1) <= threshold
 
 
-def _correlations(signals, num_y: int, num_lags: int, chunk_blocks: int = 16):
+# Blocks per correlation loop step; group lengths are padded to a multiple of
+# this many filter lengths, so a group's blocks split into whole steps.
+_CHUNK_BLOCKS = 16
+
+
+def _correlations(parts, num_y: int, num_lags: int, chunk_blocks: int = _CHUNK_BLOCKS):
   """Lags 0..F-1 of every signal against each of the first `num_y` -> `[S, num_y, F]`.
 
-  `r[i, j, k] = sum_n signals[i, n + k] * signals[j, n]`. The signals are cut
-  into F-sample blocks; each block gets one 2F-point real FFT, and the
-  cross-spectra are accumulated over blocks (overlap-save). The 2F-point
-  spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1}, and that
-  window covers every x[bF + m + k] with m, k < F, so there is no wrap-around.
-  Blocks are transformed `chunk_blocks` at a time inside the accumulation loop,
-  so the spectra never exist all at once: the working set stays in cache.
+  `parts` are `[S_i, L]` arrays whose rows, in order, are the S signals; they
+  stay apart (each loop step gathers its window from all of them), so no
+  joined copy of the signals is made. `r[i, j, k] = sum_n s[i, n + k] * s[j, n]`.
+
+  The signals are cut into F-sample blocks; each block gets one 2F-point real
+  FFT, and the cross-spectra are accumulated over blocks (overlap-save). The
+  2F-point spectrum of blocks b and b+1 back to back is X_b + (-1)^k X_{b+1},
+  and that window covers every x[bF + m + k] with m, k < F, so there is no
+  wrap-around. Blocks are transformed `chunk_blocks` at a time (plus the next
+  one, for the window) inside the accumulation loop, so the spectra never
+  exist all at once: the working set stays in cache.
   """
   f = num_lags
-  num, length = signals.shape
+  length = parts[0].shape[-1]
   num_blocks = -(-length // f)
   chunk = min(chunk_blocks, num_blocks)
   num_chunks = -(-num_blocks // chunk)
-  padded = (num_chunks * chunk + 1) * f  # + one zero block: the last chunk's lookahead
-  blocks = jnp.pad(signals, ((0, 0), (0, padded - length))).reshape(num, -1, f)
-  blocks = jnp.swapaxes(blocks, 0, 1)                                 # [blocks + 1, S, F]
-  chunks = jnp.concatenate([blocks[:-1].reshape(num_chunks, chunk, num, f),
-                            blocks[chunk::chunk, None]], 1)         # [chunks, chunk + 1, S, F]
-  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(signals.dtype)
+  last = num_chunks * chunk - 1
+  # A no-op when L is a multiple of chunk * F, as in the group kernels.
+  blocks = [jnp.pad(x, ((0, 0), (0, (last + 1) * f - length))).reshape(x.shape[0], -1, f)
+            for x in parts]                                          # [S_i, blocks, F]
+  sign = jnp.where(jnp.arange(f + 1) % 2 == 0, 1.0, -1.0).astype(jnp.result_type(*parts))
 
-  def accumulate(acc, blocks):
-    spectra = jnp.fft.rfft(blocks, n=2 * f, axis=-1)                # [chunk + 1, S, F + 1]
+  def window(c):
+    """Blocks c * chunk ... c * chunk + chunk of every signal, `[S, chunk + 1, F]`
+    (the one past the last block is zero)."""
+    start = c * chunk
+    ahead = jnp.minimum(start + chunk, last)
+    return jnp.concatenate([
+        jnp.concatenate([jax.lax.dynamic_slice_in_dim(x, start, chunk, 1) for x in blocks]),
+        jnp.where(c + 1 < num_chunks,
+                  jnp.concatenate([jax.lax.dynamic_slice_in_dim(x, ahead, 1, 1) for x in blocks]),
+                  0.0)], 1)
+
+  def accumulate(acc, c):
+    spectra = jnp.fft.rfft(window(c), n=2 * f, axis=-1)             # [S, chunk + 1, F + 1]
     re, im = acc
     for b in range(chunk):  # x2 * conj(y) in real arithmetic: fuses into one loop on CPU
-      x2 = spectra[b] + sign * spectra[b + 1]
+      x2 = spectra[:, b] + sign * spectra[:, b + 1]
       xr, xi = x2.real[:, None], x2.imag[:, None]
-      yr, yi = spectra[b, :num_y].real[None], spectra[b, :num_y].imag[None]
+      yr, yi = spectra[:num_y, b].real[None], spectra[:num_y, b].imag[None]
       re, im = re + (xr * yr + xi * yi), im + (xi * yr - xr * yi)
     return (re, im), None
 
-  zero = jnp.zeros((num, num_y, f + 1), signals.dtype)
-  (re, im), _ = jax.lax.scan(accumulate, (zero, zero), chunks)
+  zero = jnp.zeros((sum(x.shape[0] for x in parts), num_y, f + 1), sign.dtype)
+  (re, im), _ = jax.lax.scan(accumulate, (zero, zero), jnp.arange(num_chunks))
   return jnp.fft.irfft(jax.lax.complex(re, im), n=2 * f, axis=-1)[..., :f]
 
 
@@ -136,7 +156,7 @@ def lagged_correlations(x, y, num_lags: int):
     `[I, J, F]` with `r[i, j, k] = sum_n x[i, n + k] * y[j, n]` (zero outside [0, L)).
   """
   num_y = y.shape[0]
-  return _correlations(jnp.concatenate([y, x]), num_y, num_lags)[num_y:]
+  return _correlations((y, x), num_y, num_lags)[num_y:]
 
 
 def _inv_small(a):
@@ -367,11 +387,14 @@ def _mixture_correlations(reference, estimate, silent_ref, filter_length: int):
 
   Rows [references; estimates] against references: `out[i, j, k] = r_ij[k]`
   for references i, j (the Gram blocks) and `out[N + e, i, a]` = <reference i
-  delayed by a, estimate e>. References flagged in `silent_ref` `[N]` are zeroed first.
+  delayed by a, estimate e>. References flagged in `silent_ref` `[N]` count as
+  zero: every correlation with one is zeroed, which is what zeroing the
+  signal would give, without a copy of the signals.
   """
-  reference = jnp.where(silent_ref[:, None], 0.0, reference)
-  return _correlations(jnp.concatenate([reference, estimate]), reference.shape[0],
-                       filter_length)
+  out = _correlations((reference, estimate), reference.shape[0], filter_length)
+  keep = ~silent_ref
+  keep_rows = jnp.concatenate([keep, jnp.ones_like(keep)])
+  return jnp.where(keep_rows[:, None, None] & keep[None, :, None], out, 0.0)
 
 
 def _metrics_from_correlations(both, energy, silent_ref, silent_est):
@@ -431,11 +454,27 @@ def _pad_group(x, group_size: int, length: int, dtype):
   return jnp.pad(x, ((0, group_size - x.shape[0]), (0, 0), (0, length - x.shape[2])))
 
 
-def _padded_length(length: int, filter_length: int, bucket_blocks: int = 16) -> int:
+def _aligned_zeros(shape, dtype, alignment: int = 64):
+  """A zeroed host array whose data starts on an `alignment`-byte boundary.
+
+  JAX's CPU backend adopts a 64-byte-aligned numpy array without copying it
+  (a less aligned one is copied by `device_put`), so a group staged in such a
+  buffer reaches the kernel with no copy beyond the staging itself.
+  """
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape)) * dtype.itemsize
+  raw = np.zeros(nbytes + alignment, np.uint8)
+  start = -raw.ctypes.data % alignment
+  return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _padded_length(length: int, filter_length: int,
+                   bucket_blocks: int = _CHUNK_BLOCKS) -> int:
   """Length rounded up to a multiple of bucket_blocks * filter_length samples.
 
   Trailing zeros change no correlation or energy, so rounding the length up
-  only bounds how many shapes get compiled (one per 8192 samples at F=512).
+  only bounds how many shapes get compiled (one per 8192 samples at F=512),
+  and a group's blocks then split into whole correlation loop steps.
   """
   bucket = bucket_blocks * filter_length
   return -(-length // bucket) * bucket
@@ -520,12 +559,29 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
   kernel = functools.partial(_group_metrics, filter_length=filter_length,
                              silence_threshold=float(silence_threshold))
 
-  def group_input(x, g):
+  staging = threading.local()  # per-thread host buffers, reused group after group
+
+  def group_input(x, g, name="x"):
     """Group g of x as `[group_size, N, padded]`; the padding (whole groups, the
-    length bucket) is zeros, which changes no value: padded mixtures are silent."""
+    length bucket) is zeros, which changes no value: padded mixtures are silent.
+
+    Device arrays are padded by a jitted copy. Host (numpy) input is copied
+    into an aligned host buffer that the kernel then reads in place: one copy
+    instead of a transfer plus a padding copy, into pages already touched.
+    """
     lo, hi = g * group_size, min((g + 1) * group_size, batch)
-    return _pad_group(x.reshape(batch, num, length)[lo:hi], group_size=group_size,
-                      length=padded, dtype=dtype)
+    rows = x.reshape(batch, num, length)[lo:hi]
+    if isinstance(x, jax.Array):
+      return _pad_group(rows, group_size=group_size, length=padded, dtype=dtype)
+    buffer = getattr(staging, name, None)
+    if buffer is None:  # zeros: the length padding is never written after this
+      buffer = _aligned_zeros((group_size, num, padded), dtype)
+      setattr(staging, name, buffer)
+    buffer[:hi - lo, :, :length] = rows
+    buffer[hi - lo:] = 0  # the rows past a short last group
+    # The previous group's kernel has finished (one_group blocks on it), so
+    # overwriting the buffer it read is safe.
+    return jax.device_put(buffer)
 
   def run():
     if validation.is_traced(reference) or validation.is_traced(estimate):
@@ -539,7 +595,8 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
 
       def one_group(g):
         with jax.enable_x64(x64):  # the switch is per thread: carry the caller's
-          return jax.block_until_ready(kernel(group_input(ref, g), group_input(est, g)))
+          return jax.block_until_ready(kernel(group_input(ref, g, "reference"),
+                                              group_input(est, g, "estimate")))
 
       threads = min(num_threads or _default_threads(), groups)
       if threads > 1:
