@@ -231,3 +231,59 @@ def test_motion_energy_net_sees_when_and_where_a_picture_moves_not_what_it_is():
   config.model.video_net = "optical_flow"
   with pytest.raises(ValueError, match="model.video_net='optical_flow'"):
     train.init_state(config)
+
+
+def test_cost_volume_net_sees_which_way_a_picture_moves_not_its_brightness():
+  from avsep_jax.models import seco as seco_model
+  rng = np.random.default_rng(3)
+  picture = rng.uniform(size=(40, 40, 3)).astype(np.float32)
+  clip = np.stack([picture[4:36, 4:36], picture[5:37, 4:36], picture[4:36, 4:36],
+                   picture[4:36, 3:35]])[None]               # still, up 1 px, down 1 px, right 1 px
+  net = seco_model.CostVolumeNet(max_shift=2, rngs=nnx.Rngs(0))
+  volume = np.asarray(net.cost_volume(jnp.asarray(clip)))[0, :, 8:24, 8:24].mean((1, 2))
+  assert volume.shape == (4, 25)
+  peaks = [divmod(int(k), 5) for k in volume.argmax(-1)]     # (dy + 2, dx + 2)
+  assert peaks == [(2, 2), (1, 2), (3, 2), (2, 3)]
+  # Local normalisation: brightness and contrast change nothing.
+  np.testing.assert_allclose(net.cost_volume(jnp.asarray(3 * clip + 0.2)),
+                             net.cost_volume(jnp.asarray(clip)), rtol=1e-3, atol=1e-3)
+  assert net(jnp.asarray(clip), pool_time=False).shape == (1, 4, 64)
+  config = seco.get_config("tiny")
+  config.model.video_net = "cost_volume"
+  config.model.video = dict(max_shift=1, window=3, widths=(4, 4), out_channels=8)
+  batch = synthetic_batch(config, 2)
+  graphdef, state, schedules = train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  new, metrics = step(state, batch, jax.random.key(0))
+  for name in ("unet", "video", "visual_proj"):
+    assert module_changed(state, new, name), name
+  assert np.isfinite(float(metrics["loss"]))
+  config.model.video = dict(max_shift=0)
+  with pytest.raises(ValueError, match="max_shift=0"):
+    train.init_state(config)
+
+
+def test_centred_frame_features_give_still_players_the_same_masks():
+  config = seco.get_config("tiny")                 # per-frame weights
+  config.model.video_net = "cost_volume"          # frame by frame: no padding in time
+  config.model.video = dict(max_shift=1, window=3, widths=(4, 4), temporal_kernel=1,
+                            out_channels=8)
+  config.model.centre_frame_features = True
+  batch = synthetic_batch(config, 2)
+  graphdef, state, _ = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  features = train.mixture_features(config, jnp.asarray(batch["sources"]).sum(1))
+  rng = np.random.default_rng(4)
+  stills = np.broadcast_to(rng.normal(size=(2, 2, 1, 32, 32, 3)), batch["frames"].shape)
+  out = model({"mix_mag": features["mix_mag"], "frames": jnp.asarray(stills, jnp.float32)})
+  # Two different still pictures: their clip features differ, but with the clip
+  # mean taken out nothing is left to tell the sources' masks apart.
+  vision = np.asarray(out["vision_feat"])
+  assert np.abs(vision[:, 0] - vision[:, 1]).max() > 1e-3
+  logits = np.asarray(out["mask_logits"][0])
+  centred_gap = np.abs(logits[:, 0] - logits[:, 1]).max()
+  model.centre_frame_features = False
+  logits = np.asarray(model({"mix_mag": features["mix_mag"],
+                             "frames": jnp.asarray(stills, jnp.float32)})["mask_logits"][0])
+  plain_gap = np.abs(logits[:, 0] - logits[:, 1]).max()
+  assert plain_gap > 0 and centred_gap <= 1e-3 * plain_gap

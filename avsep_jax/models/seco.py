@@ -22,7 +22,10 @@ Three options depart from the original (see configs/seco.py for which the
 CPU config uses): `frame_input='differences'` shows the video net only what
 moves, `per_frame_weights` gives each frame's time span its own channel
 weights, and `motion_channels` gives each source's per-frame video features to
-the U-Net as extra input maps (one U-Net pass per source).
+the U-Net as extra input maps (one U-Net pass per source). Further options,
+not used by any config: video nets that see only motion (`video_net`
+'energy' or 'cost_volume') and `centre_frame_features` (per-frame features
+minus their clip mean, so the masks can follow only when a player moves).
 """
 
 from __future__ import annotations
@@ -99,13 +102,87 @@ class MotionEnergyNet(nnx.Module):
     return x.mean(1) if pool_time else x
 
 
+def _box_mean(x, window: int):
+  """Mean over the in-frame pixels of `window x window` neighbourhoods, `[N, H, W, C]`."""
+  def box_sum(y):
+    return jax.lax.reduce_window(y, 0.0, jax.lax.add, (1, window, window, 1), (1, 1, 1, 1),
+                                 "SAME")
+  return box_sum(x) / box_sum(jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype))
+
+
+class CostVolumeNet(nnx.Module):
+  """A video net that sees where each frame's content moved since the previous frame.
+
+  `[M, V, H, W, C]` clips -> per frame:
+  1. the grey picture, locally normalised (minus its mean, over its standard
+     deviation, in `window`-pixel neighbourhoods): brightness and contrast drop out;
+  2. its cost volume against the previous frame (FlowNetC's correlation
+     layer): for each displacement d with |d_x|, |d_y| <= `max_shift`, the
+     product of the previous frame at x and this one at x + d, averaged
+     over a `window` neighbourhood. `(2 max_shift + 1)^2` channels per pixel,
+     largest at the displacement the content around x moved by; the first
+     frame is compared with itself (no motion);
+  3. strided 3x3 convs (ReLU) and a mean over space, 1-D convs over frames
+     (ReLU) and a linear layer to `out_channels`.
+  What a picture looks like reaches it only through how well the picture
+  matches itself displaced; which way it moved, and when, is kept, so a
+  player's up-stroke and its recoil differ.
+  """
+
+  def __init__(self, *, max_shift: int = 2, window: int = 5, widths: tuple[int, int] = (16, 32),
+               temporal_kernel: int = 3, out_channels: int = 64, rngs: nnx.Rngs):
+    if max_shift < 1 or window < 1:
+      raise ValueError(f"cost-volume net max_shift={max_shift}, window={window}: "
+                       "expected both >= 1")
+    if temporal_kernel < 1 or temporal_kernel % 2 == 0:
+      raise ValueError(f"cost-volume net temporal_kernel={temporal_kernel}: "
+                       "expected an odd width >= 1")
+    self.max_shift, self.window = max_shift, window
+    chans = ((2 * max_shift + 1) ** 2,) + tuple(widths)
+    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, padding="SAME", rngs=rngs)
+                           for a, b in zip(chans[:-1], chans[1:])])
+    self.temporal = nnx.Conv(chans[-1], chans[-1], (temporal_kernel,), padding="SAME",
+                             rngs=rngs)
+    self.head = nnx.Linear(chans[-1], out_channels, rngs=rngs)
+    self.out_channels = out_channels
+
+  def cost_volume(self, clips):
+    """`[M, V, H, W, C]` -> `[M, V, H, W, (2r + 1)^2]` (displacements row-major, dy outer)."""
+    m, v, h, w = clips.shape[:4]
+    grey = clips.mean(-1).reshape(m * v, h, w, 1)
+    centred = grey - _box_mean(grey, self.window)
+    spread = jnp.sqrt(_box_mean(centred ** 2, self.window) + 1e-6)
+    norm = (centred / spread).reshape(m, v, h, w)
+    prev = jnp.concatenate([norm[:, :1], norm[:, :-1]], axis=1)      # frame 0 against itself
+    r = self.max_shift
+    padded = jnp.pad(norm, ((0, 0), (0, 0), (r, r), (r, r)))
+    products = [prev * padded[:, :, r + dy:r + dy + h, r + dx:r + dx + w]
+                for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    volume = jnp.stack(products, -1).reshape(m * v, h, w, -1)
+    return _box_mean(volume, self.window).reshape(m, v, h, w, -1)
+
+  def __call__(self, clips, pool_time: bool = True):
+    """`[M, V, H, W, C]` -> `[M, out_channels]`, or per frame `[M, V, out_channels]`."""
+    if clips.ndim != 5:
+      raise ValueError(f"video net input {clips.shape}: expected [M, T, H, W, C] clips")
+    m, v = clips.shape[:2]
+    x = self.cost_volume(clips)
+    x = x.reshape((m * v,) + x.shape[2:])
+    for conv in self.convs:
+      x = jax.nn.relu(conv(x))
+    x = jax.nn.relu(self.temporal(x.mean((1, 2)).reshape(m, v, -1)))
+    x = self.head(x)
+    return x.mean(1) if pool_time else x
+
+
 class SeCo(nnx.Module):
   """`{mix_mag, frames}` -> mask logits `[1, B, N, F, T]` and the consistency features."""
 
   def __init__(self, *, num_channels: int = 64, unet: dict | None = None,
                video: dict | None = None, sync_net: dict | None = None,
                per_frame_weights: bool = False, frame_input: str = "frames",
-               motion_channels: int = 0, video_net: str = "fast", rngs: nnx.Rngs):
+               motion_channels: int = 0, video_net: str = "fast",
+               centre_frame_features: bool = False, rngs: nnx.Rngs):
     """Builds the model.
 
     Args:
@@ -126,9 +203,16 @@ class SeCo(nnx.Module):
         given to the U-Net next to the mixture's log magnitude; the U-Net runs
         once per source, so its features can follow when that source's player
         moves (N times the U-Net's cost).
-      video_net: 'fast' (the original's FastNet, `motion.FastPathway`) or
+      video_net: 'fast' (the original's FastNet, `motion.FastPathway`),
         'energy' (`MotionEnergyNet`: only how much each half of the picture
-        moves per frame; `frame_input` does not apply to it).
+        moves per frame) or 'cost_volume' (`CostVolumeNet`: where the
+        picture's content moved since the previous frame); `frame_input`
+        applies to 'fast' only.
+      centre_frame_features: with per-frame features (`per_frame_weights` or
+        `motion_channels`), subtract each clip's mean over frames before they
+        set channel weights or motion maps: a still player then gives every
+        source the same masks, and only when a player moves can tell sources
+        apart. The consistency losses still see the clip mean.
       unet: `AudioUNet` arguments other than the channel counts.
       video: arguments of the video net; its output length is the
         consistency features' length D.
@@ -143,9 +227,13 @@ class SeCo(nnx.Module):
       self.video = motion_lib.FastPathway(**(video or {}), rngs=rngs)
     elif video_net == "energy":
       self.video = MotionEnergyNet(**(video or {}), rngs=rngs)
+    elif video_net == "cost_volume":
+      self.video = CostVolumeNet(**(video or {}), rngs=rngs)
     else:
-      raise ValueError(f"model.video_net={video_net!r}: expected 'fast' or 'energy'")
+      raise ValueError(f"model.video_net={video_net!r}: expected 'fast', 'energy' or "
+                       "'cost_volume'")
     self.video_net = video_net
+    self.centre_frame_features = centre_frame_features
     dim = self.video.out_channels
     self.motion_channels = motion_channels
     self.motion_proj = (nnx.Linear(dim, motion_channels, rngs=rngs) if motion_channels
@@ -192,6 +280,8 @@ class SeCo(nnx.Module):
     if self.per_frame_weights or self.motion_channels:
       per_frame = self.video(clips, pool_time=False).reshape(b, n, frames.shape[2], -1)
       vision = per_frame.mean(axis=2)                                  # [B, N, D]
+      if self.centre_frame_features:  # only when, not how much: the clip's mean goes
+        per_frame = per_frame - vision[:, :, None]
     else:
       vision = self.video(clips).reshape(b, n, -1)
     if self.motion_channels:
