@@ -16,6 +16,21 @@ from test_train import synthetic_batch
 from test_train import tiny_config
 
 
+def one_step_trains(config, batch, names, init=None):
+  """One jitted training step from `init` (`train.init_state(config)` by default).
+
+  Asserts that every module in `names` changed and the loss is finite;
+  returns `(state before, state after, metrics)`.
+  """
+  graphdef, state, schedules = init or train.init_state(config)
+  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+  new, metrics = step(state, batch, jax.random.key(0))
+  for name in names:
+    assert module_changed(state, new, name), name
+  assert np.isfinite(float(metrics["loss"]))
+  return state, new, metrics
+
+
 def test_folds_split_the_classes_disjointly_and_reproducibly():
   for fold in (1, 2, 3):
     train_classes, held_out = seco.fold_classes(21, 5, fold)
@@ -100,11 +115,8 @@ def test_one_step_trains_all_but_the_frozen_spectrogram_net():
   assert batch["frames"].shape[2] == 12                # 16383 samples at 8 frames per second
   assert config.model.frame_input == "differences" and config.model.per_frame_weights
   assert batch["companions"].shape == batch["sources"].shape
-  graphdef, state, schedules = train.init_state(config)
-  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
-  new, metrics = step(state, batch, jax.random.key(0))
-  for name in ("unet", "video", "visual_proj", "synth_scale"):
-    assert module_changed(state, new, name), name
+  state, new, metrics = one_step_trains(config, batch,
+                                        ("unet", "video", "visual_proj", "synth_scale"))
   assert not module_changed(state, new, "sync_net")   # never optimised, as the original
   for name in ("sync_pos", "sync_neg", "temp_pos", "temp_neg", "mask_loss/step_0"):
     assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
@@ -150,11 +162,8 @@ def test_per_frame_weights_follow_the_clip_in_time_and_train():
   assert per_frame.shape == (b * n, 12, model.video.out_channels)
   # The consistency losses' clip vector is still the pooled video feature.
   np.testing.assert_allclose(per_frame.mean(1), model.video(clips), rtol=1e-5, atol=1e-6)
-  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
-  new, metrics = step(state, batch, jax.random.key(0))
-  for name in ("unet", "video", "visual_proj", "synth_scale"):
-    assert module_changed(state, new, name), name
-  assert np.isfinite(float(metrics["loss"]))
+  one_step_trains(config, batch, ("unet", "video", "visual_proj", "synth_scale"),
+                  (graphdef, state, schedules))
 
 
 def test_frame_differences_ignore_what_stands_still():
@@ -193,11 +202,8 @@ def test_motion_channels_give_each_source_its_own_unet_pass():
   # Source 0's pass never sees source 1's frames; source 1's masks follow them.
   np.testing.assert_array_equal(outs[0][:, 0], outs[1][:, 0])
   assert np.abs(np.asarray(outs[0][:, 1] - outs[1][:, 1])).max() > 0
-  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
-  new, metrics = step(state, batch, jax.random.key(0))
-  for name in ("unet", "video", "motion_proj", "visual_proj"):
-    assert module_changed(state, new, name), name
-  assert np.isfinite(float(metrics["loss"]))
+  one_step_trains(config, batch, ("unet", "video", "motion_proj", "visual_proj"),
+                  (graphdef, state, schedules))
   config.model.motion_channels = -1
   with pytest.raises(ValueError, match="model.motion_channels=-1"):
     train.init_state(config)
@@ -221,13 +227,8 @@ def test_motion_energy_net_sees_when_and_where_a_picture_moves_not_what_it_is():
   config.model.video_net = "energy"
   config.model.video = dict(widths=(4,), out_channels=8)
   config.model.motion_channels = 1
-  batch = synthetic_batch(config, 2)
-  graphdef, state, schedules = train.init_state(config)
-  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
-  new, metrics = step(state, batch, jax.random.key(0))
-  for name in ("unet", "video", "motion_proj", "visual_proj"):
-    assert module_changed(state, new, name), name
-  assert np.isfinite(float(metrics["loss"]))
+  one_step_trains(config, synthetic_batch(config, 2),
+                  ("unet", "video", "motion_proj", "visual_proj"))
   config.model.video_net = "optical_flow"
   with pytest.raises(ValueError, match="model.video_net='optical_flow'"):
     train.init_state(config)
@@ -251,13 +252,7 @@ def test_cost_volume_net_sees_which_way_a_picture_moves_not_its_brightness():
   config = seco.get_config("tiny")
   config.model.video_net = "cost_volume"
   config.model.video = dict(max_shift=1, window=3, widths=(4, 4), out_channels=8)
-  batch = synthetic_batch(config, 2)
-  graphdef, state, schedules = train.init_state(config)
-  step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
-  new, metrics = step(state, batch, jax.random.key(0))
-  for name in ("unet", "video", "visual_proj"):
-    assert module_changed(state, new, name), name
-  assert np.isfinite(float(metrics["loss"]))
+  one_step_trains(config, synthetic_batch(config, 2), ("unet", "video", "visual_proj"))
   config.model.video = dict(max_shift=0)
   with pytest.raises(ValueError, match="max_shift=0"):
     train.init_state(config)
