@@ -520,7 +520,8 @@ def train_iterator(config: ml_collections.ConfigDict):
                             segment_length=d.segment_length,
                             crop_size=d.crop_size, num_frames=d.num_frames,
                             frame_size=d.frame_size, frame_rate=d.frame_rate,
-                            class_companions=d.class_companions)
+                            class_companions=d.class_companions,
+                            same_class_fraction=d.same_class_fraction)
   ds = data.train_dataset(source, index, options,
                           batch_size=local_batch,
                           seed=config.seed, shard_index=jax.process_index(),

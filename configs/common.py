@@ -79,6 +79,10 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # Training batches also hold `companions`: for each source a random segment
   # of another clip of its class (SeCo).
   c.dataset.class_companions = False
+  # The share of training mixtures made of different clips of one class: their
+  # sources look and sound alike, so only each player's motion in time tells
+  # them apart (SeCo's CPU default; 0 elsewhere).
+  c.dataset.same_class_fraction = 0.0
   c.dataset.num_workers = {"cpu": 1, "full": 8, "tiny": 0}[size]  # grain worker processes
   # Decoded training examples kept per worker process (MB; 0: none): the
   # embedded dataset's train split (~460 MB decoded) then is read and parsed once.

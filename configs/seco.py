@@ -135,6 +135,14 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     soft masks +0.65 / +0.49 dB (SIR 1.24). These runs padded the net's
     neighbourhood means with zeros at the picture's border; it now averages
     the in-frame pixels only.
+  - `dataset.same_class_fraction=0.5` (half the training mixtures are two
+    clips of one class, whose pictures and timbres are alike, so only when
+    each player moves tells them apart): on the default, -2.32 / -1.51 dB
+    (validation -1.01; accordion -4.18, piano -1.29, trumpet -1.49), 762 s;
+    on the cost volume net with centred features and `motion_channels=4`,
+    -1.21 / -0.71 dB (validation -1.36, SIR 2.47, SAR 3.94), 1084 s; soft masks
+    +0.51 / +0.55 dB. Against the same variants without it (-2.48 / -2.69
+    and -0.98 / -0.93 dB): no clear change.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too

@@ -218,6 +218,39 @@ def test_mixed_source_counts_are_padded_and_masked(train_split):
 
 
 
+def test_same_class_mixtures_take_different_clips_of_one_class(train_split):
+  split, index = train_split
+  rng = np.random.default_rng(0)
+  clips = mixtures.ClipIndex(labels=(0, 0, 0, 1, 1, 1, 2), lengths=(9,) * 7,
+                             video_ids=tuple("abcdefg"))
+  kinds = set()
+  for _ in range(30):
+    spec = mixtures.sample_mixture(rng, clips, 3, 4, same_class=True)
+    label, = {clips.labels[i] for i in spec.indices}
+    kinds.add(label)
+    assert len(set(spec.indices)) == (3 if label < 2 else 1)  # class 2 repeats its one clip
+  assert kinds == {0, 1, 2}
+
+  def labels_of(fraction):
+    options = data.MixOptions(segment_length=SEGMENT, crop_size=32, num_frames=0,
+                              same_class_fraction=fraction)
+    batch = next(iter(data.train_dataset(split, index, options, batch_size=16, seed=4)))
+    return batch["labels"], batch["sources"]
+
+  labels, sources = labels_of(1.0)
+  assert (labels[:, 0] == labels[:, 1]).all()
+  # The tiny split has one clip per class: two segments of it.
+  assert all(np.abs(s[0] - s[1]).max() > 0.01 for s in sources)
+  labels, _ = labels_of(0.5)
+  same = labels[:, 0] == labels[:, 1]
+  assert 0 < same.sum() < 16, same                  # both kinds drawn (seeded)
+  labels, _ = labels_of(0.0)
+  assert (labels[:, 0] != labels[:, 1]).all()
+  with pytest.raises(ValueError, match="same_class_fraction=1.5 must be in"):
+    data.train_dataset(split, index, data.MixOptions(same_class_fraction=1.5), batch_size=2,
+                       seed=0)
+
+
 def test_fixed_composition_puts_each_count_at_its_batch_positions(train_split):
   split, index = train_split
   assert data.batch_source_counts(2, 3, 8) == (2, 2, 2, 2, 3, 3, 3, 3)

@@ -171,8 +171,11 @@ def clip_index(source, cache_path: str | os.PathLike | None = None) -> ClipIndex
 
 
 def sample_mixture(rng: np.random.Generator, index: ClipIndex, num_mix: int,
-                   segment_length: int) -> MixtureSpec:
+                   segment_length: int, same_class: bool = False) -> MixtureSpec:
   """A random training mixture: `num_mix` clips of distinct classes, random segments.
+
+  With `same_class`, the clips are `num_mix` different clips of one random
+  class instead (a class with fewer clips repeats some, at other segments).
 
   Raises:
     ValueError: the split has fewer than `num_mix` classes.
@@ -180,8 +183,12 @@ def sample_mixture(rng: np.random.Generator, index: ClipIndex, num_mix: int,
   by_class = index.by_class
   if len(by_class) < num_mix:
     raise ValueError(f"num_mix={num_mix} needs that many classes; the split has {len(by_class)}")
-  classes = rng.choice(sorted(by_class), num_mix, replace=False)
-  indices = tuple(int(rng.choice(by_class[c])) for c in classes)
+  if same_class:
+    clips = by_class[int(rng.choice(sorted(by_class)))]
+    indices = tuple(int(i) for i in rng.choice(clips, num_mix, replace=len(clips) < num_mix))
+  else:
+    classes = rng.choice(sorted(by_class), num_mix, replace=False)
+    indices = tuple(int(rng.choice(by_class[c])) for c in classes)
   offsets = tuple(int(rng.integers(0, max(index.lengths[i] - segment_length, 0) + 1))
                   for i in indices)
   return MixtureSpec(indices, offsets)

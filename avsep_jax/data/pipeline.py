@@ -54,6 +54,10 @@ class MixOptions:
   # Training: each source also gets `companions`, a random segment of a random
   # clip of its class (SeCo's intra-modal consistency).
   class_companions: bool = False
+  # Training: the share of mixtures made of clips of one class, which only
+  # what each player does in time tells apart (their pictures and timbres are
+  # the same).
+  same_class_fraction: float = 0.0
 
   @property
   def frames_per_source(self) -> int:
@@ -107,7 +111,11 @@ class _RandomMixture(grain.transforms.RandomMap):
       count = counts[(int(element) // self._shard_count) % len(counts)]
     elif options.min_mix is not None and options.min_mix < count:
       count = int(rng.integers(options.min_mix, options.num_mix + 1))
-    spec = mixtures.sample_mixture(rng, self._index, count, options.segment_length)
+    # Drawn only when used, so the default stream stays what it was.
+    same_class = (options.same_class_fraction > 0
+                  and rng.random() < options.same_class_fraction)
+    spec = mixtures.sample_mixture(rng, self._index, count, options.segment_length,
+                                   same_class=same_class)
     raw = options.read(self._source, spec)
     if options.class_companions:
       raw["companions"] = mixtures.read_companions(rng, self._source, self._index,
@@ -137,6 +145,8 @@ def train_dataset(source, index: mixtures.ClipIndex, options: MixOptions, *, bat
   """
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index={shard_index} must be in [0, shard_count={shard_count})")
+  if not 0.0 <= options.same_class_fraction <= 1.0:
+    raise ValueError(f"same_class_fraction={options.same_class_fraction} must be in [0, 1]")
   if options.min_mix is not None and not 1 <= options.min_mix <= options.num_mix:
     raise ValueError(f"min_mix={options.min_mix} must be in [1, num_mix={options.num_mix}]")
   if options.batch_counts and (len(options.batch_counts) != batch_size or
