@@ -324,12 +324,15 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
   """
   loss_cfg = config.train.loss
   volume_range = tuple(config.train.volume_range)
+  eq_db = config.train.source_eq_db
   crop_dropout = config.train.crop_dropout
   groups = source_count_groups(config)
 
   def batch_loss(model, batch, rng, step):
     sources = batch["sources"]
-    gain_key, loss_key, crop_key = jax.random.split(rng, 3)
+    gain_key, loss_key, crop_key, eq_key = jax.random.split(rng, 4)
+    if eq_db:  # a random timbre per source (train.source_eq_db)
+      sources = audio.random_equalizer(eq_key, sources, eq_db)
     if volume_range:  # SoP's training gain per source, then clipped as audio
       gain = jax.random.uniform(gain_key, sources.shape[:2] + (1,), sources.dtype,
                                 *volume_range)

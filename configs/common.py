@@ -123,6 +123,10 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # a module it unfreezes ramps up over `warmup` steps (`train.stage_schedule`).
   c.train.stages = ()
   c.train.volume_range = ()       # (lo, hi): SoP's per-source gain U(lo, hi) in training
+  # > 0: each training source is filtered by its own random smooth gain curve
+  # over log-frequency, within +-this many dB (`audio.random_equalizer`): a
+  # class's spectral envelope then varies, so it identifies the class less.
+  c.train.source_eq_db = 0.0
   # Probability that a training source's object crop is blanked (zeros after
   # normalisation), so a model that also reads frames must use them (no config sets it).
   c.train.crop_dropout = 0.0

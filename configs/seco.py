@@ -143,6 +143,19 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     -1.21 / -0.71 dB (validation -1.36, SIR 2.47, SAR 3.94), 1084 s; soft masks
     +0.51 / +0.55 dB. Against the same variants without it (-2.48 / -2.69
     and -0.98 / -0.93 dB): no clear change.
+  - 2800 steps (learning rate x0.1 at 2600): -2.40 / -1.65 dB (validation
+    -2.40, -0.58, -2.45 at steps 700, 1400, 2100), 1710 s of training. On
+    the test split's mixtures of training classes (45, one per pair) the same
+    model scores +6.42 dB SDRi, the 1400-step default about 0 dB (fold 1's
+    default: +4.91 dB there, +1.86 on its held-out classes): with more
+    steps fold 2 learns its training classes but does not carry them over.
+    Accordion stays the worst held-out class (-6.10 dB; piano +0.40, trumpet
+    -1.51).
+  - `train.source_eq_db=15` (each training source through its own random
+    smooth gain curve over log-frequency, within +-15 dB, so a class's
+    spectral envelope varies from mixture to mixture): -1.65 / -1.17 dB
+    (validation -0.85; accordion -5.48, piano +1.84, trumpet -1.30; training
+    classes +5.54 dB), 1019 s.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too

@@ -211,6 +211,25 @@ def test_mask_to_waveform_oracle_masks_separate(rng):
 # ---------------------------------------------------------------- bad input
 
 
+def test_random_equalizer_gives_each_signal_a_smooth_bounded_gain_curve(rng):
+  noise = jnp.asarray(rng.normal(size=(2, 3, 8192)).astype(np.float32))
+  key = jax.random.key(0)
+  out = jax.jit(audio.random_equalizer, static_argnums=2)(key, noise, 12.0)
+  assert out.shape == noise.shape and out.dtype == noise.dtype
+  gain_db = 20 * np.log10(np.abs(np.fft.rfft(out)) / np.abs(np.fft.rfft(noise)))  # [2, 3, F]
+  assert np.abs(gain_db).max() <= 12.0 + 1e-3
+  assert (np.abs(gain_db).max(-1) > 1.0).all()                 # every signal is filtered
+  assert np.abs(np.diff(gain_db, axis=-1)).max() < 0.5          # smooth over frequency
+  rows = gain_db.reshape(6, -1)
+  assert min(np.abs(a - b).max() for i, a in enumerate(rows) for b in rows[i + 1:]) > 1.0
+  low = np.fft.rfftfreq(8192, 1 / 11025) < 50.0                 # below min_hz: min_hz's gain
+  flat = gain_db[..., low]
+  np.testing.assert_allclose(flat, np.broadcast_to(flat[..., -1:], flat.shape), atol=1e-3)
+  np.testing.assert_array_equal(audio.random_equalizer(key, noise, 0.0), noise)
+  again = audio.random_equalizer(key, noise, 12.0)
+  np.testing.assert_allclose(again, out, atol=1e-6)             # the key decides the curves
+
+
 def test_bad_inputs_raise_clear_errors():
   with pytest.raises(ValueError, match=r"wave must have at least 1 axes"):
     audio.stft(jnp.float32(1.0))

@@ -541,6 +541,21 @@ def test_crop_dropout_blanks_the_training_crops(dropout):
   assert (loss(batch) == loss(other)) == (dropout == 1.0)
 
 
+def test_source_equalizer_draws_a_new_timbre_per_step():
+  config = sop.get_config("tiny")
+  batch = synthetic_batch(config, 2)
+
+  def losses_for(eq_db):
+    config.train.source_eq_db = eq_db
+    graphdef, state, schedules = train.init_state(config)
+    step = jax.jit(train.make_train_step(graphdef, config, schedules["default"]))
+    return [float(step(state, batch, jax.random.key(k))[1]["loss"]) for k in (0, 1)]
+
+  plain, equalised = losses_for(0.0), losses_for(12.0)
+  assert plain[0] == plain[1]               # nothing else in SoP's step is random
+  assert equalised[0] != equalised[1] and plain[0] not in equalised
+
+
 def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes_from_it(tiny_data_dir, tmp_path):
   """A preemption (SIGTERM) mid-run: the step reached is saved, exit 143, then resumption."""
   import signal  # pylint: disable=g-import-not-at-top

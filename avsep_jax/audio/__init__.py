@@ -1,5 +1,6 @@
 """Audio front end: STFT/iSTFT, log-frequency warp, masks, loss weights (pure jnp)."""
 
+from avsep_jax.audio.augment import random_equalizer
 from avsep_jax.audio.features import magnitude_map
 from avsep_jax.audio.features import masks_to_waveforms
 from avsep_jax.audio.features import separation_features
@@ -22,5 +23,5 @@ __all__ = [
     "MAG_EPS", "binary_mask", "hann_window", "istft", "log_freq_unwarp",
     "log_freq_warp", "log_magnitude", "loss_weight", "magphase",
     "mask_to_waveform", "masks_to_waveforms", "num_frames", "ratio_mask",
-    "magnitude_map", "separation_features", "stft", "warp_coordinates",
+    "magnitude_map", "random_equalizer", "separation_features", "stft", "warp_coordinates",
 ]
