@@ -57,6 +57,8 @@ from avsep_jax import losses
 from avsep_jax import models
 
 DEFAULT_GROUP = "default"
+# fold_in index of the per-step key that `train.source_eq_db` draws its curves from.
+_EQ_STREAM = 1
 
 
 class TrainState(nnx.Module):
@@ -330,9 +332,10 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
 
   def batch_loss(model, batch, rng, step):
     sources = batch["sources"]
-    gain_key, loss_key, crop_key, eq_key = jax.random.split(rng, 4)
+    gain_key, loss_key, crop_key = jax.random.split(rng, 3)
     if eq_db:  # a random timbre per source (train.source_eq_db)
-      sources = audio.random_equalizer(eq_key, sources, eq_db)
+      # Its own key, so the other draws stay what they were before this option.
+      sources = audio.random_equalizer(jax.random.fold_in(rng, _EQ_STREAM), sources, eq_db)
     if volume_range:  # SoP's training gain per source, then clipped as audio
       gain = jax.random.uniform(gain_key, sources.shape[:2] + (1,), sources.dtype,
                                 *volume_range)
