@@ -157,10 +157,11 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     (validation -0.85; accordion -5.48, piano +1.84, trumpet -1.30; training
     classes +5.54 dB), 1019 s. Fold 1 with it: +2.48 / +1.35 dB (SDR 2.56,
     SIR 6.02, SAR 11.73; validation +1.26), 1114 s, against the default's
-    +1.86 / +1.47. Better on three of the four figures, by 0.6-1.5 dB, within
-    what one run's noise can do; not yet a default. (Both runs drew the
-    curves from a key split off the step's key; the equaliser now has its
-    own key, so the same command draws other curves.)
+    +1.86 / +1.47. (Both runs drew the curves from a key split off the
+    step's key.) Fold 2 again with the equaliser's own key, as the code now
+    draws it: -3.03 / -1.80 dB (validation -1.94), 856 s. So the two fold-2
+    runs of one setting span 1.4 dB on 2-mixes: the equaliser's gains are
+    within run-to-run noise. Not a default.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too
