@@ -31,7 +31,9 @@ Writes `workdir/eval/<split>_<N>mix.json` (e.g. `test_2mix`, `duet_2mix`;
 overall `sdr`, `sir`, `sar`, `sdr_mixture`, `sdri`, `count`, `skipped`,
 `silent_estimates`, `per_class`,
 and `per_step` for models with refinement steps) and a Markdown table beside it,
-and `workdir/eval/report/index.html` (`avsep_jax.report`): the tables, then
+with each `eval.frame_controls` entry the list scored again with its frame clips
+altered (`control_frames`; e.g. `test_2mix_frames_rolled`, the same keys and
+`frame_control`), and `workdir/eval/report/index.html` (`avsep_jax.report`): the tables, then
 `eval.report_samples` mixtures of each list with their crops, spectrograms
 and audio.
 
@@ -211,6 +213,18 @@ def _overlap_average(estimates, starts: list[int], length: int):
   return (total / count)[:, None]
 
 
+def control_frames(frames: np.ndarray, control: str) -> np.ndarray:
+  """Frame clips `[B, N, T, H, W, C]` altered for a control run (`eval.frame_controls`).
+
+  'rolled': each source's clip rolled in time by T // 2 frames (circularly): the
+  same pictures and the same motion, out of step with the audio. What a model
+  loses then is what it gets from *when* each player moves.
+  """
+  if control == "rolled":
+    return np.roll(frames, frames.shape[2] // 2, axis=2)
+  raise ValueError(f"eval.frame_controls: {control!r} is not one of {train.FRAME_CONTROLS}")
+
+
 def _mixture_list(config, split: str, num_mix: int, per_combination: int, duets: bool):
   """`(source, index, specs, options)` of a split's fixed evaluation list (or its duets)."""
   d, e = config.dataset, config.eval
@@ -274,7 +288,8 @@ def fetch(tree):
 
 
 def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_mix: int,
-                per_combination: int = 1, duets: bool = False) -> dict[str, Any]:
+                per_combination: int = 1, duets: bool = False,
+                frame_control: str | None = None) -> dict[str, Any]:
   """Separates and scores the fixed list of `split`'s `num_mix`-mixtures.
 
   Args:
@@ -286,6 +301,8 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
     per_combination: mixtures per class combination in the list.
     duets: instead of the list, each example of `split` is one mixture of its
       own `num_mix` separate sources (a duet), scored against them.
+    frame_control: None, or a control run: each batch's frame clips altered by
+      `control_frames` before separation (the audio and the scoring as without).
 
   Returns:
     The summary (see the module docstring) with per-step and per-class parts.
@@ -293,6 +310,10 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
   e = config.eval
   source, index, specs, options = _mixture_list(config, split, num_mix, per_combination, duets)
   separate = _separator(config, model, mesh)
+  if frame_control is not None:
+    plain = separate
+    separate = lambda batch: plain({**batch, "frames": control_frames(batch["frames"],
+                                                                      frame_control)})
 
   if e.window == "centre":
     batches = ((batch, *separate(batch))
@@ -335,7 +356,8 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
 
   final = scores[-1]
   all_sources = np.broadcast_to(valid[:, None], labels.shape)
-  result = {"split": split, "num_mix": num_mix, **summary(final, all_sources),
+  result = {"split": split, "num_mix": num_mix, "frame_control": frame_control,
+            **summary(final, all_sources),
             "count": int(valid.sum()), "skipped": int((~valid).sum()),
             "silent_estimates": int(silent[-1][valid].sum()),
             "metric_backend": e.metric_backend}
@@ -413,7 +435,9 @@ def markdown(result: dict[str, Any]) -> str:
     return (f"| {name} | {r['sdr']:.2f} | {r['sir']:.2f} | {r['sar']:.2f} | "
             f"{r['sdr_mixture']:.2f} | {r['sdri']:.2f} | {count} |\n")
 
-  text = (f"# {result['split']}, {result['num_mix']}-mix (dB, mean over sources and "
+  control = (f", control: frames {result['frame_control']}" if result.get("frame_control")
+             else "")
+  text = (f"# {result['split']}, {result['num_mix']}-mix{control} (dB, mean over sources and "
           f"mixtures; checkpoint step {result.get('checkpoint_step')})\n\n"
           f"{result['count']} mixtures scored, {result['skipped']} skipped (silent reference), "
           f"{result['silent_estimates']} silent estimates scored 0 dB; metric: "
@@ -439,21 +463,23 @@ def evaluate_and_report(config, workdir: str | pathlib.Path, model: nnx.Module,
   if config.eval.duet_split:
     runs.append(dict(split=config.eval.duet_split, num_mix=2, duets=True))
   for run in runs:
-    result = score_split(config, model, mesh, **run)
-    result["checkpoint_step"] = step
-    name = f"{run['split']}_{run['num_mix']}mix"
-    if jax.process_index() == 0:
-      data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
-      files.write_text_atomic(out_dir / f"{name}.md", markdown(result))
-    results[name] = result
     if e.report_samples:  # every process: the separation is one program over all devices
       samples += report_samples(config, model, mesh, count=e.report_samples, **run)
-    line = (f"{name}: SDR {result['sdr']:.2f}  SIR {result['sir']:.2f}  SAR {result['sar']:.2f}"
-            f"  SDR mixture {result['sdr_mixture']:.2f}  SDRi {result['sdri']:.2f} dB  "
-            f"({result['count']} mixtures, {result['skipped']} skipped)")
-    if "per_step" in result:
-      line += "\n  per step SDR: " + "  ".join(f"{r['sdr']:.2f}" for r in result["per_step"])
-    print(line, flush=True)
+    for control in (None, *e.get("frame_controls", ())):
+      result = score_split(config, model, mesh, frame_control=control, **run)
+      result["checkpoint_step"] = step
+      name = f"{run['split']}_{run['num_mix']}mix" + (f"_frames_{control}" if control else "")
+      if jax.process_index() == 0:
+        data.mixtures.write_json_atomic(out_dir / f"{name}.json", result)
+        files.write_text_atomic(out_dir / f"{name}.md", markdown(result))
+      results[name] = result
+      line = (f"{name}: SDR {result['sdr']:.2f}  SIR {result['sir']:.2f}  "
+              f"SAR {result['sar']:.2f}  SDR mixture {result['sdr_mixture']:.2f}  "
+              f"SDRi {result['sdri']:.2f} dB  ({result['count']} mixtures, "
+              f"{result['skipped']} skipped)")
+      if "per_step" in result:
+        line += "\n  per step SDR: " + "  ".join(f"{r['sdr']:.2f}" for r in result["per_step"])
+      print(line, flush=True)
   if e.report_samples and jax.process_index() == 0:
     index = report_lib.write_report(
         out_dir / "report", title=f"{config.model.name} on {config.dataset.name}",

@@ -176,6 +176,8 @@ def _table_html(table: dict) -> str:
     return f"<tr><th>{html.escape(str(name))}</th>{cells}<td>{count}</td></tr>"
 
   title = f"{table['split']}, {table['num_mix']}-mix"
+  if table.get("frame_control"):
+    title += f", control: frames {table['frame_control']}"
   out = [f"<h3>{html.escape(title)}</h3>",
          f"<p>{table['count']} mixtures scored, {table['skipped']} skipped (silent "
          f"reference), {table['silent_estimates']} silent estimates scored 0 dB; mean dB "

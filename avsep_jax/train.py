@@ -284,6 +284,7 @@ LOSSES = ("mask", "ial", "seco")
 
 # What evaluation scores (`evaluate`): centre segments or full clips by sliding window.
 EVAL_WINDOWS = ("centre", "sliding")
+FRAME_CONTROLS = ("rolled",)   # eval.frame_controls: see avsep_jax.evaluate.control_frames
 
 # Batch arrays with one row per mixture and no source axis (`mixtures.finish`);
 # every other array is `[B, N, ...]`.
@@ -497,6 +498,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"eval.window={config.eval.window!r}: expected one of {EVAL_WINDOWS}")
   if config.eval.window_hop < 1:
     raise ValueError(f"eval.window_hop={config.eval.window_hop} must be >= 1")
+  unknown = [c for c in config.eval.get("frame_controls", ()) if c not in FRAME_CONTROLS]
+  if unknown:
+    raise ValueError(f"eval.frame_controls names {unknown}: expected some of {FRAME_CONTROLS}")
+  if config.eval.get("frame_controls") and not (d.num_frames or d.frame_rate):
+    raise ValueError(f"eval.frame_controls={tuple(config.eval.frame_controls)}: the model reads "
+                     "no frame clips (dataset.num_frames and dataset.frame_rate are 0)")
   if t.volume_range and len(t.volume_range) != 2:
     raise ValueError(f"train.volume_range={t.volume_range}: expected () or (lo, hi)")
 

@@ -169,6 +169,11 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # Binary masks: each bin only to the source whose mask is the largest there (thesis).
   c.eval.mask_argmax = False
   c.eval.metric_backend = "jax"   # or 'mir_eval' (the reference, slow)
+  # Control runs of each test list (models that read frame clips): 'rolled' scores
+  # it again with each source's frames rolled in time by half the clip (the same
+  # pictures and motion, out of step with the audio): how much of the score comes
+  # from when each player moves. (): none.
+  c.eval.frame_controls = ()
   # eval/report/index.html: this many mixtures of each scored list (and duets) shown with
   # crops, spectrograms and audio; 0: no report.
   c.eval.report_samples = {"cpu": 3, "full": 5, "tiny": 1}[size]

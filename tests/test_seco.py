@@ -68,6 +68,37 @@ def test_evaluation_scores_only_held_out_classes(tiny_data_dir):
   assert result["count"] + result["skipped"] == 3  # C(3, 2) pairs x 1
 
 
+def test_frame_control_scores_each_list_again_with_frames_out_of_step(tiny_data_dir, tmp_path):
+  frames = np.arange(2 * 2 * 6).reshape(2, 2, 6, 1, 1, 1)
+  rolled = evaluate.control_frames(frames, "rolled")
+  np.testing.assert_array_equal(rolled[:, :, 3:], frames[:, :, :3])   # T // 2 = 3 later
+  np.testing.assert_array_equal(rolled[:, :, :3], frames[:, :, 3:])
+
+  config = tiny_config(tiny_data_dir, seco, steps=1)
+  config.eval.num_mix, config.eval.per_combination = (2,), (1,)
+  config.eval.report_samples = 0
+  config.eval.frame_controls = ("rolled",)
+  train.validate_config(config)
+  graphdef, state, _ = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  results = evaluate.evaluate_and_report(config, tmp_path, model, train.Mesh(), step=0)
+  assert set(results) == {"test_2mix", "test_2mix_frames_rolled"}
+  plain, control = results["test_2mix"], results["test_2mix_frames_rolled"]
+  assert (plain["frame_control"], control["frame_control"]) == (None, "rolled")
+  assert control["count"] == plain["count"] == 3
+  assert control["sdr_mixture"] == plain["sdr_mixture"]       # the same mixtures
+  assert control["sdr"] != plain["sdr"]                       # other frames, other masks
+  assert "control: frames rolled" in (tmp_path / "eval" / "test_2mix_frames_rolled.md").read_text()
+
+  config.eval.frame_controls = ("shuffled",)
+  with pytest.raises(ValueError, match=r"eval.frame_controls names \['shuffled'\]"):
+    train.validate_config(config)
+  config.eval.frame_controls = ("rolled",)
+  config.dataset.frame_rate, config.dataset.num_frames = 0.0, 0
+  with pytest.raises(ValueError, match="reads no frame clips"):
+    train.validate_config(config)
+
+
 def _features(rng, b, n, d):
   x = rng.normal(size=(b, n, d))
   return jnp.asarray(x)
