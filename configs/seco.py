@@ -162,6 +162,30 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     draws it: -3.03 / -1.80 dB (validation -1.94), 856 s. So the two fold-2
     runs of one setting span 1.4 dB on 2-mixes: the equaliser's gains are
     within run-to-run noise. Not a default.
+  - What a model takes from the frames (2026-11-28). `eval.frame_controls`
+    (on here) scores the test lists again with each source's frames rolled
+    in time by half the clip: the same pictures and motion, out of step with
+    the audio. Fold 1's default falls from +1.86 / +1.47 to +0.70 / +0.30 dB:
+    most of its gain on unseen classes comes from when each player moves.
+    Fold 2's 2800-step model, scored by a scratch script: on held-out
+    classes -2.40 dB, and -2.43 with each source's frames taken from
+    another mixture (other clips, mostly of other classes), so its video
+    helps nothing there; on training classes +6.42 dB, -0.93 with other
+    mixtures' frames, +5.87 with frames rolled by 3 of 12. It learned what
+    each training class looks like, hardly when it plays.
+  - `dataset.same_class_fraction=1.0` (every training mixture two clips of
+    one class, so appearance tells the sources nothing and only timing
+    does): -1.36 / -0.98 dB at 1400 steps (validation -1.69), 769 s; at
+    2800 steps (learning rate x0.1 at 2600) -0.69 / -0.51 dB (validation
+    -1.69, -2.79, -0.52 at 700, 1400, 2100; SIR 1.60, SAR 6.82), 1357 s;
+    rolled frames -2.39 / -1.63 dB; soft masks +0.39 / +0.34 dB. On the
+    training classes' mixtures the 2800-step model scores -0.18 dB, about
+    its held-out figure: it carries over to new classes and it uses timing,
+    but it has not learned to separate well. Its loss was still falling
+    (0.22 at step 700, 0.195 at 2800). With the cost volume net, centred
+    features and `motion_channels=4`: -0.53 / -0.26 dB at 1400 steps
+    (validation -1.60 at 700; SIR 2.15, SAR 5.70), rolled frames -2.21 /
+    -1.53 dB, 1029 s.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too
