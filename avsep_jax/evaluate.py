@@ -30,12 +30,12 @@ each source queried by its own detection box.
 Writes `workdir/eval/<split>_<N>mix.json` (e.g. `test_2mix`, `duet_2mix`;
 overall `sdr`, `sir`, `sar`, `sdr_mixture`, `sdri`, `count`, `skipped`,
 `silent_estimates`, `per_class`,
-and `per_step` for models with refinement steps) and a Markdown table beside it,
-with each `eval.frame_controls` entry the list scored again with its frame clips
-altered (`control_frames`; e.g. `test_2mix_frames_rolled`, the same keys and
-`frame_control`), and `workdir/eval/report/index.html` (`avsep_jax.report`): the tables, then
-`eval.report_samples` mixtures of each list with their crops, spectrograms
-and audio.
+and `per_step` for models with refinement steps) and a Markdown table beside it;
+for each `eval.frame_controls` entry, the list scored again with its frame
+clips altered (`control_frames`; e.g. `test_2mix_frames_rolled`, the same keys
+and `frame_control`); and `workdir/eval/report/index.html` (`avsep_jax.report`):
+the tables, then `eval.report_samples` mixtures of each list with their crops,
+spectrograms and audio.
 
 With several processes (`jax.distributed`), every process walks the same
 lists; each batch is one global array over all devices, the estimates are
