@@ -153,6 +153,18 @@ def test_one_step_trains_all_but_the_frozen_spectrogram_net():
     assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
 
 
+def test_timing_variant_sees_only_motion_trains_on_same_class_mixtures_and_steps():
+  plain, config = seco.get_config("tiny,fold2"), seco.get_config("tiny,fold2,timing")
+  assert tuple(config.eval.class_subset) == tuple(plain.eval.class_subset)
+  assert (config.model.video_net, config.model.centre_frame_features,
+          config.model.motion_channels, config.dataset.same_class_fraction) == \
+      ("cost_volume", True, 4, 1.0)
+  one_step_trains(config, synthetic_batch(config, 2),
+                  ("unet", "video", "visual_proj", "motion_proj"))
+  with pytest.raises(ValueError, match="'timing' is defined for the cpu and tiny sizes"):
+    seco.get_config("full,timing")
+
+
 def test_training_batches_hold_same_class_companions(tiny_data_dir):
   config = tiny_config(tiny_data_dir, seco)
   config.train.batch_size = 4
