@@ -435,9 +435,7 @@ def markdown(result: dict[str, Any]) -> str:
     return (f"| {name} | {r['sdr']:.2f} | {r['sir']:.2f} | {r['sar']:.2f} | "
             f"{r['sdr_mixture']:.2f} | {r['sdri']:.2f} | {count} |\n")
 
-  control = (f", control: frames {result['frame_control']}" if result.get("frame_control")
-             else "")
-  text = (f"# {result['split']}, {result['num_mix']}-mix{control} (dB, mean over sources and "
+  text = (f"# {report_lib.table_title(result)} (dB, mean over sources and "
           f"mixtures; checkpoint step {result.get('checkpoint_step')})\n\n"
           f"{result['count']} mixtures scored, {result['skipped']} skipped (silent reference), "
           f"{result['silent_estimates']} silent estimates scored 0 dB; metric: "

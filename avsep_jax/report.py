@@ -165,6 +165,14 @@ def _sample_html(page: _Page, index: int, sample: SampleView) -> str:
   return "".join(out)
 
 
+def table_title(table: dict) -> str:
+  """A scored list's heading: split, sources per mixture and any frame control."""
+  title = f"{table['split']}, {table['num_mix']}-mix"
+  if table.get("frame_control"):
+    title += f", control: frames {table['frame_control']}"
+  return title
+
+
 def _table_html(table: dict) -> str:
   """One evaluation summary (as `evaluate.score_split` returns) as HTML tables."""
   cols = ("sdr", "sir", "sar", "sdr_mixture", "sdri")
@@ -175,10 +183,7 @@ def _table_html(table: dict) -> str:
     cells = "".join(f"<td>{r[c]:.2f}</td>" for c in cols)
     return f"<tr><th>{html.escape(str(name))}</th>{cells}<td>{count}</td></tr>"
 
-  title = f"{table['split']}, {table['num_mix']}-mix"
-  if table.get("frame_control"):
-    title += f", control: frames {table['frame_control']}"
-  out = [f"<h3>{html.escape(title)}</h3>",
+  out = [f"<h3>{html.escape(table_title(table))}</h3>",
          f"<p>{table['count']} mixtures scored, {table['skipped']} skipped (silent "
          f"reference), {table['silent_estimates']} silent estimates scored 0 dB; mean dB "
          f"over sources and mixtures; metric {html.escape(str(table['metric_backend']))}.</p>",
