@@ -5,8 +5,8 @@
   python -m avsep_jax.main --config=configs/seco.py:full,fold1 --workdir=...
   python -m avsep_jax.main --config=configs/seco.py:fold2,timing --workdir=runs/seco_f2_timing
 
-The argument is `[size][,foldK][,timing]`. A fold splits the dataset's classes into
-training classes (`dataset.train_classes`: training mixtures use only them)
+The argument is `[size][,foldK][,timing]`. A fold splits the dataset's classes
+into training classes (`dataset.train_classes`: training mixtures use only them)
 and held-out classes (`eval.class_subset`: validation and test lists use only
 them), so every reported figure is on categories the model never heard.
 MUSIC-21 (`:full`): 16 training / 5 held-out classes; `synthetic_music`: 10 /
@@ -185,9 +185,8 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     but it has not learned to separate well. Its loss was still falling
     (0.22 at step 700, 0.195 at 2800). With the cost volume net, centred
     features and `motion_channels=4` as well (the `timing` argument):
-    -0.53 / -0.26 dB at 1400 steps
-    (validation -1.60 at 700; SIR 2.15, SAR 5.70), rolled frames -2.21 /
-    -1.53 dB, 1029 s; at 2800 steps (x0.1 at 2600) -0.05 / -0.06 dB, at the
+    -0.53 / -0.26 dB at 1400 steps (validation -1.60 at 700; SIR 2.15,
+    SAR 5.70), rolled frames -2.21 / -1.53 dB, 1029 s; at 2800 steps (x0.1 at 2600) -0.05 / -0.06 dB, at the
     mixture (validation -1.60, -1.64, -0.55; SIR 2.61, SAR 6.16; accordion
     -0.71, piano +0.19, trumpet +0.38), rolled frames -2.62 / -1.88 dB,
     2790 s (a slowed machine). Accordion, -4.2 to -6.1 dB in every variant
