@@ -36,8 +36,6 @@ import time
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
-from clu import periodic_actions
 from etils import epath
 import grain
 import jax
@@ -745,7 +743,14 @@ def _last_checkpoint_note(workdir) -> str:
 
 def _train_and_evaluate(config, workdir: epath.Path, devices) -> dict[str, Any]:
   """`train_and_evaluate` after the config check; storage errors propagate as raised."""
-  from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top (evaluate imports us)
+  # pylint: disable=g-import-not-at-top
+  from avsep_jax import evaluate  # evaluate imports this module
+  # clu's writers and hooks import TensorFlow (~13 s here): only the training
+  # loop needs them, not the step, the state or evaluation (benchmarks,
+  # accelerator images without TensorFlow).
+  from clu import metric_writers
+  from clu import periodic_actions
+  # pylint: enable=g-import-not-at-top
   files.check_writable(workdir)
   t = config.train
   mesh = Mesh(devices)
