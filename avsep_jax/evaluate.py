@@ -62,6 +62,7 @@ from avsep_jax import audio
 from avsep_jax import data
 from avsep_jax import files
 from avsep_jax import metrics
+from avsep_jax import models
 from avsep_jax import report as report_lib
 from avsep_jax import train
 
@@ -90,7 +91,7 @@ def _estimates(config, graphdef, state, batch, features, length: int):
   """The model (inference mode) on the batch's queries: every step's waveforms."""
   model = nnx.view(nnx.merge(graphdef, state), use_running_average=True,
                    raise_if_not_found=False)
-  outputs = model(train.model_inputs(batch, features["mix_mag"]))
+  outputs = models.layers.float32_outputs(model(train.model_inputs(batch, features["mix_mag"])))
   if "masks" in outputs:                                               # IAL-CMS: >= 0
     masks = outputs["masks"]                                           # [S, B, N, F, T]
   else:

@@ -350,7 +350,7 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, schedule: optax
                           features["source_mag"] if align or loss_cfg.name == "seco" else None)
     if "companion_mag" in features:
       inputs["companion_mag"] = features["companion_mag"]
-    outputs = model(inputs)
+    outputs = models.layers.float32_outputs(model(inputs))
     if loss_cfg.name == "ial":
       a, ial = config.audio, loss_cfg.ial
       return losses.ial_loss(

@@ -45,4 +45,4 @@ def get_config(arg: str | None = None):
                    visual_dim=64 if size == "cpu" else 8, unet=common.unet(size),
                    visual=common.small_visual(size), classifier=common.small_visual(size))
   c.train.loss.classification_weight = 0.05
-  return c
+  return common.add_model_defaults(c)

@@ -138,4 +138,4 @@ def get_config(arg: str | None = None):
       c.train.decay_steps = (1400,)
   c.train.loss.step_weights = (1.0,) + refine_weights(steps)
   c.train.loss.classification_weight = 0.05
-  return c
+  return common.add_model_defaults(c)

@@ -131,4 +131,4 @@ def get_config(arg: str | None = None):
       avc_weight=0.05, avc_steps=avc_steps,
       independence_weight=0.01 if critic is not None else 0.0, independence_steps=ind_steps,
       weight_factor=10.0, temperature=0.3, drop_hardest=6, hinge_c=1.0)
-  return c
+  return common.add_model_defaults(c)

@@ -107,4 +107,4 @@ def get_config(arg: str | None = None):
   c.train.stages = (dict(start=0, frozen=("motion",)),
                     dict(start=int(0.3 * steps), frozen=("appearance",), warmup=warmup),
                     dict(start=int(0.6 * steps), frozen=(), warmup=warmup))
-  return c
+  return common.add_model_defaults(c)

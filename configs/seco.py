@@ -277,4 +277,4 @@ def get_config(arg: str | None = None):
   c.train.loss.name = "seco"
   c.train.loss.seco = dict(sync_weight=0.01, temp_weight=0.01, sync_margin=1.0,
                            negatives="easy", gt_decay=0.9, gt_every=100.0, gt_floor=0.1)
-  return c
+  return common.add_model_defaults(c)

@@ -45,4 +45,4 @@ def get_config(arg: str | None = None):
   else:
     c.model = dict(name="sop", num_channels=16 if size == "cpu" else 4, visual_input="crops",
                    unet=common.unet(size), visual=common.small_visual(size, activation="sigmoid"))
-  return c
+  return common.add_model_defaults(c)

@@ -79,4 +79,4 @@ def get_config(arg: str | None = None):
   if pretrain_stage:
     c.train.stages = (dict(start=0, frozen=("unet",)),
                       dict(start=pretrain, frozen=(), warmup=warmup))
-  return c
+  return common.add_model_defaults(c)

@@ -121,9 +121,16 @@ def assert_same_values_and_gradients(ours, plain, x, kernel):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+# Both routes of the strided convs: XLA:CPU's rewrites and, as on GPUs and
+# TPUs, the plain strided / input-dilated convolution.
+ROUTES = pytest.mark.parametrize("cpu_route", [True, False], ids=["cpu_route", "plain_route"])
+
+
+@ROUTES
 @pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 7, 6, 2)])
-def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
+def test_conv_down_and_its_gradient_match_the_plain_convolution(shape, cpu_route, monkeypatch):
   from avsep_jax.models import layers
+  monkeypatch.setattr(layers, "_on_cpu", lambda: cpu_route)
   x = jax.random.normal(jax.random.key(0), shape)
   kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
   plain = lambda x, k: jax.lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)),
@@ -131,10 +138,12 @@ def test_conv_down_and_its_gradient_match_the_plain_convolution(shape):
   assert_same_values_and_gradients(layers.conv_down, plain, x, kernel)
 
 
+@ROUTES
 @pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 5, 3, 2)])
-def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
-  """The phase form equals Flax's ConvTranspose (= PyTorch's ConvTranspose2d(4, 2, 1))."""
+def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape, cpu_route, monkeypatch):
+  """Both forms equal Flax's ConvTranspose (= PyTorch's ConvTranspose2d(4, 2, 1))."""
   from avsep_jax.models import layers
+  monkeypatch.setattr(layers, "_on_cpu", lambda: cpu_route)
   x = jax.random.normal(jax.random.key(0), shape)
   kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], 5))
   plain = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)),
@@ -149,10 +158,13 @@ def test_conv_up_and_its_gradient_match_the_transposed_convolution(shape):
       k: v.shape for k, v in nnx.to_flat_state(nnx.state(ref_module, nnx.Param))}
 
 
+@ROUTES
 @pytest.mark.parametrize("shape", [(2, 8, 12, 3), (1, 5, 3, 2)])
-def test_upsample_conv3x3_and_its_gradient_match_upsample_then_conv(shape):
-  """The phase form equals a nearest 2x upsample then a padded 3x3 conv."""
+def test_upsample_conv3x3_and_its_gradient_match_upsample_then_conv(shape, cpu_route,
+                                                                     monkeypatch):
+  """Both forms equal a nearest 2x upsample then a padded 3x3 conv."""
   from avsep_jax.models import layers
+  monkeypatch.setattr(layers, "_on_cpu", lambda: cpu_route)
   x = jax.random.normal(jax.random.key(0), shape)
   kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 5))
   plain = lambda x, k: jax.lax.conv_general_dilated(

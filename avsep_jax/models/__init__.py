@@ -16,6 +16,7 @@ from flax import nnx
 
 from avsep_jax.models.class_masks import ClassMaskUNet
 from avsep_jax.models.coseparation import CoSeparation
+from avsep_jax.models import layers
 from avsep_jax.models.crn import CRN
 from avsep_jax.models.ial_cms import IALCMS
 from avsep_jax.models.mtsc import MTSC
@@ -45,17 +46,22 @@ def model_class(name: str) -> type[nnx.Module]:
 def build_model(model_config: Mapping[str, Any], *, rngs: nnx.Rngs) -> nnx.Module:
   """Builds `model_config["name"]` with the config's other keys as arguments.
 
+  `compute_dtype` ('float32' or 'bfloat16', default float32) is not a class
+  argument: it sets the compute dtype of the built model's convolutions and
+  linear layers (`layers.set_compute_dtype`).
+
   Raises:
     ValueError: unknown name, or keys the class does not take (the valid ones listed).
   """
   kwargs = dict(model_config)
   cls = model_class(kwargs.pop("name", None))
+  compute_dtype = kwargs.pop("compute_dtype", "float32")
   params = inspect.signature(cls.__init__).parameters
   valid = sorted(k for k in params if k not in ("self", "rngs"))
   unknown = sorted(set(kwargs) - set(valid))
   if unknown:
     raise ValueError(f"model {cls.__name__}: unknown config keys {unknown}; valid: {valid}")
-  return cls(**_plain(kwargs), rngs=rngs)
+  return layers.set_compute_dtype(cls(**_plain(kwargs), rngs=rngs), compute_dtype)
 
 
 def _plain(value):

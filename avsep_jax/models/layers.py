@@ -117,14 +117,20 @@ def _conv_down_bwd(residuals, dy):
 _conv_down_even.defvjp(_conv_down_fwd, _conv_down_bwd)
 
 
+def _on_cpu() -> bool:
+  """Whether XLA:CPU runs what is being traced: the rewrites below are for its
+  convolution gradients; cuDNN (and TPUs) run the plain strided forms well."""
+  return jax.default_backend() == "cpu"
+
+
 def conv_down(x, kernel):
   """4x4 stride-2 convolution with padding 1 (halves H and W): `[B, H, W, C]` -> `[B, H/2, W/2, O]`.
 
-  Same values as `lax.conv_general_dilated`; for even H and W its gradient
-  takes the faster space-to-depth route (2.6x faster forward + backward on
-  XLA:CPU at the U-Net's sizes).
+  Same values as `lax.conv_general_dilated`; on the CPU backend, for even H
+  and W, its gradient takes the faster space-to-depth route (2.6x faster
+  forward + backward on XLA:CPU at the U-Net's sizes).
   """
-  if x.shape[1] % 2 or x.shape[2] % 2:
+  if x.shape[1] % 2 or x.shape[2] % 2 or not _on_cpu():
     return _conv_down(x, kernel)
   return _conv_down_even(x, kernel)
 
@@ -141,10 +147,16 @@ class _KernelConv(nnx.Module):
     shape = (self.size, self.size, in_ch, out_ch)
     self.kernel = nnx.Param(normal_init(init_std)(rngs.params(), shape))
     self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
+    self.dtype = None  # compute dtype (`set_compute_dtype`); None: the inputs'
 
   def __call__(self, x):
-    y = type(self).conv(x, self.kernel[...])
-    return y if self.bias is None else y + self.bias[...]
+    kernel = self.kernel[...]
+    bias = None if self.bias is None else self.bias[...]
+    if self.dtype is not None:
+      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+      bias = None if bias is None else bias.astype(self.dtype)
+    y = type(self).conv(x, kernel)
+    return y if bias is None else y + bias
 
 
 class DownConv(_KernelConv):
@@ -167,8 +179,12 @@ def conv_up(x, kernel):
   The same values as the zero-inserted convolution; its gradients are stride-1
   convolutions too, where XLA:CPU's gradient of the dilated form is about 15x
   slower than the forward pass (measured: 23 s against 1.6 s for an upsample +
-  3x3 conv at the full U-Net's second level).
+  3x3 conv at the full U-Net's second level). Off the CPU backend it is the
+  zero-inserted (input-dilated) convolution itself, which cuDNN runs natively.
   """
+  if not _on_cpu():  # y[n] = sum_t k[t] x_dilated[n + t - 2]: the same taps as below
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((2, 2), (2, 2)), lhs_dilation=(2, 2),
+                                    dimension_numbers=_NHWC)
   pads = {0: (1, 0), 1: (0, 1)}   # phase 0 reads x[i-1], x[i]; phase 1 x[i], x[i+1]
   rows = []
   for r in (0, 1):
@@ -273,3 +289,34 @@ class ConvNet(nnx.Module):
     for conv_layer, norm in zip(self.convs, self.norms):
       x = jax.nn.relu(norm(conv_layer(x)))
     return x
+
+
+# Layers whose `dtype` attribute is their compute dtype (Flax's own and ours).
+_COMPUTE_DTYPE_LAYERS = (nnx.Conv, nnx.ConvTranspose, nnx.Linear, nnx.Einsum, _KernelConv)
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def set_compute_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
+  """Runs every convolution and linear layer of `model` in `dtype` (in place).
+
+  Parameters stay float32 (the optimiser updates them in full precision); each
+  layer casts its input and weights to `dtype` and returns `dtype`. Norm
+  layers are left as they are: with float32 scales they compute (and keep
+  their running statistics) in float32, so activations are bfloat16 from a
+  conv to the next norm. 'float32' leaves the model unchanged.
+  """
+  if dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"model.compute_dtype={dtype!r}: expected one of {COMPUTE_DTYPES}")
+  if dtype == "float32":
+    return model
+  for _, node in nnx.iter_graph(model):
+    if isinstance(node, _COMPUTE_DTYPE_LAYERS):
+      node.dtype = jnp.dtype(dtype)
+  return model
+
+
+def float32_outputs(tree):
+  """Floating leaves of a model's outputs as float32 (losses and masks in full precision)."""
+  return jax.tree.map(
+      lambda x: x.astype(jnp.float32)
+      if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
