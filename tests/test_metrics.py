@@ -259,3 +259,15 @@ def test_bad_inputs_raise_clear_errors():
     metrics.bss_eval_sources(ok.astype(np.int32), ok.astype(np.int32))
   with pytest.raises(ValueError, match=r"enable_x64"):
     jax.jit(metrics.bss_eval_sources)(jnp.ones((2, 100)), jnp.ones((2, 100)))
+
+
+def test_group_kernel_multiplies_matrices_at_full_precision():
+  """Every matrix product of the kernel asks for HIGHEST precision: a GPU's default
+  float32 product (TF32) turned some float32 scores into inf and NaN."""
+  import re
+  from avsep_jax.metrics import bss_eval as bss_eval_lib
+  x = np.zeros((2, 2, 1024), np.float32)
+  text = bss_eval_lib._group_metrics.lower(x, x, filter_length=64,
+                                           silence_threshold=1e-5).as_text()
+  dots = re.findall(r"stablehlo\.dot_general.*", text)
+  assert dots and all("HIGHEST" in d for d in dots), dots[:3]
