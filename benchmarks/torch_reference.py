@@ -36,9 +36,14 @@ out, in eval mode without gradients; as our `evaluate.separate_mixture`).
 
 Protocol (`--serve`): one JSON request per stdin line, one JSON reply per line:
   {"cmd": "setup", "model": "sop_cpu", "batch": 8, "compile": false,
-   "mode": "train" | "inference"} -> {"params": N, "setup_s": s}
+   "mode": "train" | "inference", "device": "cpu" | "cuda"} -> {"params": N, "setup_s": s}
   {"cmd": "time", "steps": k} -> {"seconds": s, "loss": x}
-  {"cmd": "peak"} -> {"peak_rss_mb": m}
+  {"cmd": "peak"} -> {"peak_rss_mb": m, "peak_device_mb": m or null}
+
+On "cuda" the model, the batch and the STFT/warp constants live on the GPU,
+cuDNN's autotuner is on (`cudnn.benchmark`: the originals leave it off, so this
+is PyTorch at its best, not as the originals ran), and `time` ends by reading
+the loss (a device sync), so the steps it reports have finished.
 """
 
 from __future__ import annotations
@@ -307,10 +312,11 @@ def warpgrid(batch: int, height: int, width: int) -> torch.Tensor:
 class Step:
   """One model, its optimiser and a fixed batch: `run(k)` trains k steps."""
 
-  def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0):
+  def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0,
+               device: str = "cpu"):
     torch.manual_seed(seed)
     self.spec = spec = MODELS[name]
-    self.model = CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)
+    self.model = (CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)).to(device)
     if name == "crn_full":  # the classifier at 1e-5, b1 0.5, weight decay 1e-4
       classifier = set(map(id, self.model.classifier.parameters()))
       groups = [{"params": [p for p in self.model.parameters() if id(p) not in classifier]},
@@ -324,14 +330,14 @@ class Step:
     rng = np.random.default_rng(seed)
     n, length = spec["num_mix"], spec["segment"]
     self.sources = torch.from_numpy(
-        rng.uniform(-0.5, 0.5, (batch_size, n, length)).astype(np.float32))
+        rng.uniform(-0.5, 0.5, (batch_size, n, length)).astype(np.float32)).to(device)
     shape = (batch_size, n) + ((spec["frames"],) if spec["frames"] else ()) + (
         3, spec["crop"], spec["crop"])
-    self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
-    self.labels = torch.from_numpy(rng.integers(0, 13, (batch_size, n)))
-    self.window = torch.hann_window(N_FFT)
+    self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).to(device)
+    self.labels = torch.from_numpy(rng.integers(0, 13, (batch_size, n))).to(device)
+    self.window = torch.hann_window(N_FFT, device=device)
     frames = length // HOP + 1
-    self.grid = warpgrid(batch_size * (n + 1), spec["warp_bins"], frames)
+    self.grid = warpgrid(batch_size * (n + 1), spec["warp_bins"], frames).to(device)
     self.forward = torch.compile(self._loss) if compile_model else self._loss
 
   def _magnitudes(self, waves):                     # [M, L] -> warped [M, 1, F', T]
@@ -387,21 +393,22 @@ class Inference:
   waveforms for CRN, as our `evaluate.separate_mixture` returns them.
   """
 
-  def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0):
+  def __init__(self, name: str, batch_size: int, compile_model: bool, seed: int = 0,
+               device: str = "cpu"):
     torch.manual_seed(seed)
     self.spec = spec = MODELS[name]
-    self.model = (CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)).eval()
+    self.model = (CRN(spec) if name.startswith("crn") else SoundOfPixels(spec)).to(device).eval()
     rng = np.random.default_rng(seed)
     n, length = spec["num_mix"], spec["segment"]
     self.mixture = torch.from_numpy(rng.uniform(-0.5, 0.5, (batch_size, length)
-                                                ).astype(np.float32))
+                                                ).astype(np.float32)).to(device)
     shape = (batch_size, n) + ((spec["frames"],) if spec["frames"] else ()) + (
         3, spec["crop"], spec["crop"])
-    self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
-    self.window = torch.hann_window(N_FFT)
+    self.pictures = torch.from_numpy(rng.normal(size=shape).astype(np.float32)).to(device)
+    self.window = torch.hann_window(N_FFT, device=device)
     frames = length // HOP + 1
-    self.grid = warpgrid(batch_size, spec["warp_bins"], frames)
-    self.unwarp = unwarpgrid(batch_size * n, N_FFT // 2 + 1, frames)
+    self.grid = warpgrid(batch_size, spec["warp_bins"], frames).to(device)
+    self.unwarp = unwarpgrid(batch_size * n, N_FFT // 2 + 1, frames).to(device)
     self.forward = torch.compile(self._separate) if compile_model else self._separate
 
   def _separate(self, mixture, pictures):
@@ -458,7 +465,11 @@ def serve() -> None:
     if request["cmd"] == "setup":
       begin = time.perf_counter()
       kind = Inference if request.get("mode") == "inference" else Step
-      step = kind(request["model"], request["batch"], request.get("compile", False))
+      device = request.get("device", "cpu")
+      if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+      step = kind(request["model"], request["batch"], request.get("compile", False),
+                  device=device)
       step.run(1)                                   # first step: allocation (and compile)
       reply = {"params": sum(p.numel() for p in step.model.parameters()),
                "setup_s": time.perf_counter() - begin}
@@ -467,7 +478,9 @@ def serve() -> None:
       loss = step.run(request["steps"])
       reply = {"seconds": time.perf_counter() - begin, "loss": loss}
     elif request["cmd"] == "peak":
-      reply = {"peak_rss_mb": peak_rss_mb()}
+      reply = {"peak_rss_mb": peak_rss_mb(),
+               "peak_device_mb": (torch.cuda.max_memory_allocated() / 2**20
+                                  if torch.cuda.is_available() else None)}
     else:
       reply = {"error": f"unknown command {request['cmd']!r}"}
     print(json.dumps(reply), flush=True)

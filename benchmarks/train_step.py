@@ -20,6 +20,17 @@ mixture's waveform in, every source's waveform out, in eval mode (JAX: the
 jitted `evaluate.separate_mixture` that `--mode=eval` and `--mode=separate`
 use; PyTorch: `torch_reference.Inference` under `torch.inference_mode()`),
 and results go to `benchmarks/results/inference_<models>[_compile].json`.
+
+On a GPU machine (JAX with CUDA, and a PyTorch with CUDA in some interpreter):
+
+  python benchmarks/train_step.py --torch_python python3 --torch_device cuda \
+      --models sop_cpu,crn_cpu,sop_full,crn_full --steps 10
+
+JAX runs on its default backend (the GPU); the JAX worker does not preallocate
+device memory (`XLA_PYTHON_CLIENT_PREALLOCATE=false`), so both workers fit on
+one card, and each side also reports its peak device memory (JAX's
+`peak_bytes_in_use`, PyTorch's `max_memory_allocated`). Results then go to
+`..._gpu.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,7 +55,7 @@ CONFIGS = {"sop_cpu": ("sop", "cpu", 8), "sop_full": ("sop", "full", 2),
 class JaxStep:
   """The project's jitted train step on a fixed synthetic batch of the config's shapes."""
 
-  def __init__(self, name: str, batch_size: int):
+  def __init__(self, name: str, batch_size: int, compute_dtype: str = "float32"):
     import importlib  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
@@ -54,6 +66,7 @@ class JaxStep:
     module, size, _ = CONFIGS[name]
     config = importlib.import_module(f"configs.{module}").get_config(size)
     config.train.batch_size = batch_size
+    config.model.compute_dtype = compute_dtype
     if name == "crn_cpu":  # 2-source mixtures only, on both sides
       config.dataset.num_mix, config.dataset.min_mix = 2, 0
       config.dataset.fixed_composition = False
@@ -98,8 +111,8 @@ class JaxInference(JaxStep):
   """`evaluate.separate_mixture` (the product's separation: mixture in, every
   source's waveform out, eval mode) on a fixed batch of the config's shapes."""
 
-  def __init__(self, name: str, batch_size: int):
-    super().__init__(name, batch_size)
+  def __init__(self, name: str, batch_size: int, compute_dtype: str = "float32"):
+    super().__init__(name, batch_size, compute_dtype)
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from flax import nnx  # pylint: disable=g-import-not-at-top
     from avsep_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -131,6 +144,16 @@ def peak_rss_mb() -> float:
   return float("nan")
 
 
+def peak_device_mb() -> float | None:
+  """Peak bytes in use on the first accelerator (MB); None on the CPU backend."""
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.local_devices()[0]
+  if device.platform == "cpu":
+    return None
+  stats = device.memory_stats() or {}
+  return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
 def serve_jax() -> None:
   step = None
   for line in sys.stdin:
@@ -138,17 +161,17 @@ def serve_jax() -> None:
     if request["cmd"] == "setup":
       begin = time.perf_counter()
       kind = JaxInference if request.get("mode") == "inference" else JaxStep
-      step = kind(request["model"], request["batch"])
+      step = kind(request["model"], request["batch"], request.get("compute_dtype", "float32"))
       compile_s = step.compile()
       step.run(1)
       reply = {"params": step.params, "setup_s": time.perf_counter() - begin,
-               "compile_s": compile_s}
+               "compile_s": compile_s, "backend": step.jax.default_backend()}
     elif request["cmd"] == "time":
       begin = time.perf_counter()
       loss = step.run(request["steps"])
       reply = {"seconds": time.perf_counter() - begin, "loss": loss}
     else:
-      reply = {"peak_rss_mb": peak_rss_mb()}
+      reply = {"peak_rss_mb": peak_rss_mb(), "peak_device_mb": peak_device_mb()}
     print(json.dumps(reply), flush=True)
 
 
@@ -158,8 +181,14 @@ class Worker:
                                  text=True, env=env)
 
   def ask(self, **request) -> dict:
+    self.send(**request)
+    return self.receive()
+
+  def send(self, **request) -> None:
     self.proc.stdin.write(json.dumps(request) + "\n")
     self.proc.stdin.flush()
+
+  def receive(self) -> dict:
     line = self.proc.stdout.readline()
     if not line:
       raise RuntimeError(f"worker {self.proc.args} stopped (exit {self.proc.wait()})")
@@ -183,29 +212,44 @@ def main() -> None:
   parser.add_argument("--inference", action="store_true",
                       help="time separation (eval-mode forward, waveforms out) "
                            "instead of the training step")
+  parser.add_argument("--jax_bf16", action="store_true",
+                      help="also time JAX with model.compute_dtype='bfloat16' (side jax_bf16)")
+  parser.add_argument("--torch_python", default=str(TORCH_PYTHON),
+                      help="interpreter with PyTorch for the twin (default: .venv-torch's)")
+  parser.add_argument("--torch_device", default="cpu", choices=("cpu", "cuda"),
+                      help="where the PyTorch twin runs; JAX uses its default backend")
   parser.add_argument("--serve_jax", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.serve_jax:
     serve_jax()
     return
-  if not TORCH_PYTHON.exists():
-    sys.exit(f"{TORCH_PYTHON} is missing: python3 -m venv .venv-torch && "
-             ".venv-torch/bin/pip install -r benchmarks/requirements-torch.txt")
+  if not shutil.which(args.torch_python):
+    sys.exit(f"{args.torch_python} is missing: python3 -m venv .venv-torch && "
+             ".venv-torch/bin/pip install -r benchmarks/requirements-torch.txt "
+             "(or name an interpreter with PyTorch by --torch_python)")
+  # Two processes share one accelerator: JAX must not take 75% of it up front.
+  jax_env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
   results = []
+  backend = None
   for name in args.models.split(","):
     batch = CONFIGS[name][2]
-    sides = {"jax": Worker([sys.executable, "-m", "benchmarks.train_step", "--serve_jax"]),
-             "torch": Worker([str(TORCH_PYTHON), "benchmarks/torch_reference.py", "--serve"])}
+    jax_sides = ["jax"] + (["jax_bf16"] if args.jax_bf16 else [])
+    sides = {side: Worker([sys.executable, "-m", "benchmarks.train_step", "--serve_jax"],
+                          env=jax_env) for side in jax_sides}
+    sides["torch"] = Worker([args.torch_python, "benchmarks/torch_reference.py", "--serve"])
     if args.torch_compile:
-      sides["torch_compile"] = Worker([str(TORCH_PYTHON), "benchmarks/torch_reference.py",
+      sides["torch_compile"] = Worker([args.torch_python, "benchmarks/torch_reference.py",
                                        "--serve"])
     setup = {}
+    for side, worker in sides.items():  # the workers set up (and compile) side by side
+      worker.send(cmd="setup", model=name, batch=batch, compile=side == "torch_compile",
+                  mode="inference" if args.inference else "train", device=args.torch_device,
+                  compute_dtype="bfloat16" if side == "jax_bf16" else "float32")
     for side, worker in sides.items():
-      setup[side] = worker.ask(cmd="setup", model=name, batch=batch,
-                               compile=side == "torch_compile",
-                               mode="inference" if args.inference else "train")
+      setup[side] = worker.receive()
       print(f"{name} {side}: set up in {setup[side]['setup_s']:.1f} s, "
             f"{setup[side]['params']} parameters", flush=True)
+    backend = setup["jax"]["backend"]
     counts = {side: s["params"] for side, s in setup.items()}
     if len(set(counts.values())) != 1:
       sys.exit(f"{name}: the twins differ in parameter count {counts}; fix torch_reference.py")
@@ -218,30 +262,41 @@ def main() -> None:
            "jax_compile_s": setup["jax"]["compile_s"]}
     for side, worker in sides.items():
       median = statistics.median(times[side])
+      peak = worker.ask(cmd="peak")
       row[side] = {"step_s_median": median, "step_s_min": min(times[side]),
                    "step_s_max": max(times[side]), "examples_per_s": batch / median,
-                   "peak_rss_mb": worker.ask(cmd="peak")["peak_rss_mb"],
+                   "peak_rss_mb": peak["peak_rss_mb"],
+                   "peak_device_mb": peak.get("peak_device_mb"),
                    "setup_s": setup[side]["setup_s"]}
       worker.close()
     for side in sides:
-      if side != "jax":
-        row[f"{side}_over_jax"] = row[side]["step_s_median"] / row["jax"]["step_s_median"]
+      for jax_side in jax_sides:
+        if side not in jax_sides:
+          row[f"{side}_over_{jax_side}"] = (row[side]["step_s_median"] /
+                                             row[jax_side]["step_s_median"])
     results.append(row)
-    print(f"\n{name} (batch {batch}, {row['params']} parameters; JAX compile "
-          f"{row['jax_compile_s']:.1f} s)")
-    print(f"  {'side':14s} {'ms/step (min-max)':>26s} {'examples/s':>11s} {'peak RSS MB':>12s}")
+    print(f"\n{name} (batch {batch}, {row['params']} parameters; JAX on {backend}, PyTorch "
+          f"on {args.torch_device}; JAX compile {row['jax_compile_s']:.1f} s)")
+    print(f"  {'side':14s} {'ms/step (min-max)':>26s} {'examples/s':>11s} {'peak RSS MB':>12s}"
+          f" {'peak device MB':>15s}")
     for side in sides:
       s = row[side]
+      device_mb = "-" if s["peak_device_mb"] is None else f"{s['peak_device_mb']:.0f}"
       print(f"  {side:14s} {1e3 * s['step_s_median']:9.1f} ({1e3 * s['step_s_min']:.1f}-"
-            f"{1e3 * s['step_s_max']:.1f}) {s['examples_per_s']:11.2f} {s['peak_rss_mb']:12.0f}")
+            f"{1e3 * s['step_s_max']:.1f}) {s['examples_per_s']:11.2f} {s['peak_rss_mb']:12.0f}"
+            f" {device_mb:>15s}")
     for side in sides:
-      if side != "jax":
-        print(f"  {side} time / JAX time: {row[f'{side}_over_jax']:.2f}x", flush=True)
-  tag = "_".join(args.models.split(",")) + ("_compile" if args.torch_compile else "")
+      for jax_side in jax_sides:
+        if side not in jax_sides:
+          print(f"  {side} time / {jax_side} time: {row[f'{side}_over_{jax_side}']:.2f}x",
+                flush=True)
+  tag = "_".join(args.models.split(",")) + ("_compile" if args.torch_compile else "") + (
+      "" if backend == "cpu" and args.torch_device == "cpu" else "_gpu")
   kind = "inference" if args.inference else "train_step"
   out = ROOT / "benchmarks" / "results" / f"{kind}_{tag}.json"
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "mode": kind,
+                             "jax_backend": backend, "torch_device": args.torch_device,
                              "repeats": args.repeats,
                              "steps": args.steps, "cpu_count": os.cpu_count(),
                              "results": results}, indent=1) + "\n")
