@@ -39,3 +39,25 @@ def test_demo_runs_end_to_end(tmp_path, tiny_data_dir):
                "2mix_spectrograms.png", "synthetic_music-tiny_test_2mix_len22050_per1_seed0.json",
                "synthetic_music-tiny_test_3mix_len22050_per1_seed0.json"):
     assert (out / name).stat().st_size > 1000
+
+
+def test_bss_eval_benchmark_tiles_the_set_and_scores_references_on_a_subset(tmp_path):
+  """benchmarks/bss_eval.py at toy sizes: every row, the tiled count, mir_eval on
+  the subset, and agreement measured on that subset."""
+  import pathlib
+  root = pathlib.Path(__file__).resolve().parent.parent
+  out = tmp_path / "bss.json"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/bss_eval.py", "--num_mixtures=3", "--length=4096",
+       "--tile=2", "--reference_mixtures=2", "--repeats=1", f"--out={out}",
+       "--fast_bss_eval_python=/nonexistent"],
+      cwd=root, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  record = json.loads(out.read_text())
+  rows = {r["name"]: r for r in record["rows"]}
+  assert set(rows) == {"ours_float64", "ours_float32", "mir_eval"}   # CPU: no device rows
+  assert rows["ours_float64"]["mixtures"] == 6 and rows["mir_eval"]["mixtures"] == 2
+  assert record["tile"] == 2 and record["distinct_mixtures"] == 3
+  assert rows["ours_float64"]["max_abs_delta_db"]["sdr"] < 1e-6
+  assert rows["ours_float64"]["speedup_vs_mir_eval"] > 1
+  assert "not run" in record["fast_bss_eval"]
