@@ -46,6 +46,26 @@ def test_tiny_models_output_shapes(name, num_mix):
   assert len(config.train.loss.step_weights) == steps
 
 
+@pytest.mark.parametrize("name", sorted(CONFIGS) + ["ial_cms"])
+def test_tiny_models_run_with_bfloat16_compute(name):
+  """Every system's nets take model.compute_dtype='bfloat16' (no layer mixes a
+  bfloat16 input with float32 weights) and give finite outputs."""
+  from configs import ial_cms
+  config = (ial_cms if name == "ial_cms" else CONFIGS[name]).get_config("tiny")
+  d = config.dataset
+  num_frames = data.frame_count(d.segment_length, d.num_frames, d.frame_rate)
+  inputs = _inputs(2, 2, config.audio.warp_bins, 32, d.crop_size, num_frames)
+  def masks(model):
+    out = models.layers.float32_outputs(model(inputs))
+    return np.asarray(out["masks"] if name == "ial_cms" else jax.nn.sigmoid(out["mask_logits"]))
+  full = masks(models.build_model(config.model, rngs=nnx.Rngs(0)))
+  config.model.compute_dtype = "bfloat16"
+  low = masks(models.build_model(config.model, rngs=nnx.Rngs(0)))
+  assert np.isfinite(low).all()
+  assert not np.array_equal(low, full)                                  # bfloat16 was used
+  assert np.linalg.norm(low - full) < 0.05 * np.linalg.norm(full)      # ... rounding only
+
+
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("size", ["cpu", "full"])
 def test_config_sized_models_shapes_and_sizes(name, size):
