@@ -31,6 +31,12 @@ device memory (`XLA_PYTHON_CLIENT_PREALLOCATE=false`), so both workers fit on
 one card, and each side also reports its peak device memory (JAX's
 `peak_bytes_in_use`, PyTorch's `max_memory_allocated`). Results then go to
 `..._gpu.json`.
+
+With `--breakdown` only JAX runs (no PyTorch needed): for each model it times
+the front end (STFT, warp, targets), the model's forward pass, its forward and
+backward pass, and the whole train step, each jitted on its own, and writes
+`benchmarks/results/breakdown_<models>[_bf16][_gpu].json`: where a step's time
+goes, on any backend.
 """
 
 from __future__ import annotations
@@ -154,6 +160,57 @@ def peak_device_mb() -> float | None:
   return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
 
 
+def breakdown(name: str, batch_size: int, compute_dtype: str, repeats: int, steps: int) -> dict:
+  """Where the JAX step's time goes: ms per call of the front end (STFT, warp,
+  targets), the model's forward pass, its forward and backward pass (gradient
+  of the mean of its outputs), and the whole train step, each jitted on its own
+  with the same batch; median of `repeats` rounds of `steps` calls."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from avsep_jax import models  # pylint: disable=g-import-not-at-top
+  from avsep_jax import train  # pylint: disable=g-import-not-at-top
+  step = JaxStep(name, batch_size, compute_dtype)
+  config, batch = step.config, step.batch
+  model = nnx.merge(step.graphdef, jax.tree.map(jnp.copy, step.state)).model
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def outputs(params, rest, batch, features):
+    net = nnx.merge(graphdef, params, rest)
+    return models.layers.float32_outputs(net(train.model_inputs(batch, features["mix_mag"])))
+
+  def mean_output(params, rest, batch, features):
+    return sum(jnp.mean(x) for x in jax.tree.leaves(outputs(params, rest, batch, features)))
+
+  front = jax.jit(lambda b: train.front_end(config, b["sources"], b["source_mask"])[2])
+  features = front(batch)
+  stages = {"front end": (front, (batch,)),
+            "forward": (jax.jit(outputs), (params, rest, batch, features)),
+            "forward + backward": (jax.jit(jax.grad(mean_output)),
+                                   (params, rest, batch, features))}
+  times = {}
+  for stage, (fn, args) in stages.items():
+    jax.block_until_ready(fn(*args))  # compile
+    rounds = []
+    for _ in range(repeats):
+      begin = time.perf_counter()
+      for _ in range(steps):
+        out = fn(*args)
+      jax.block_until_ready(out)
+      rounds.append((time.perf_counter() - begin) / steps)
+    times[stage] = statistics.median(rounds)
+  step.compile()
+  step.run(1)
+  times["train step"] = statistics.median(_timed_run(step, steps) for _ in range(repeats))
+  return times
+
+
+def _timed_run(step, steps: int) -> float:
+  begin = time.perf_counter()
+  step.run(steps)
+  return (time.perf_counter() - begin) / steps
+
+
 def serve_jax() -> None:
   step = None
   for line in sys.stdin:
@@ -218,10 +275,36 @@ def main() -> None:
                       help="interpreter with PyTorch for the twin (default: .venv-torch's)")
   parser.add_argument("--torch_device", default="cpu", choices=("cpu", "cuda"),
                       help="where the PyTorch twin runs; JAX uses its default backend")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="JAX only: time the front end, forward, forward + backward and "
+                           "the whole step apart (with --jax_bf16: in bfloat16)")
   parser.add_argument("--serve_jax", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.serve_jax:
     serve_jax()
+    return
+  if args.breakdown:
+    import jax  # pylint: disable=g-import-not-at-top
+    rows = []
+    for name in args.models.split(","):
+      dtype = "bfloat16" if args.jax_bf16 else "float32"
+      times = breakdown(name, CONFIGS[name][2], dtype, args.repeats, args.steps)
+      rows.append({"model": name, "batch": CONFIGS[name][2], "compute_dtype": dtype,
+                   "ms": {k: 1e3 * v for k, v in times.items()}})
+      print(f"\n{name} (batch {CONFIGS[name][2]}, {dtype}, JAX on {jax.default_backend()}): "
+            "ms per call, median")
+      for stage, seconds in times.items():
+        print(f"  {stage:20s} {1e3 * seconds:9.1f}")
+    backend = jax.default_backend()
+    out = ROOT / "benchmarks" / "results" / (
+        "breakdown_" + "_".join(args.models.split(",")) + ("_bf16" if args.jax_bf16 else "")
+        + ("" if backend == "cpu" else f"_{backend}") + ".json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "backend": backend,
+                               "device_kind": jax.devices()[0].device_kind,
+                               "repeats": args.repeats, "steps": args.steps,
+                               "results": rows}, indent=1) + "\n")
+    print(f"\nwrote {out}")
     return
   if not shutil.which(args.torch_python):
     sys.exit(f"{args.torch_python} is missing: python3 -m venv .venv-torch && "
