@@ -459,7 +459,7 @@ def peak_rss_mb() -> float:
 
 
 def serve() -> None:
-  step = None
+  step, device = None, "cpu"
   for line in sys.stdin:
     request = json.loads(line)
     if request["cmd"] == "setup":
@@ -480,7 +480,7 @@ def serve() -> None:
     elif request["cmd"] == "peak":
       reply = {"peak_rss_mb": peak_rss_mb(),
                "peak_device_mb": (torch.cuda.max_memory_allocated() / 2**20
-                                  if torch.cuda.is_available() else None)}
+                                  if device == "cuda" else None)}
     else:
       reply = {"error": f"unknown command {request['cmd']!r}"}
     print(json.dumps(reply), flush=True)

@@ -188,27 +188,21 @@ def breakdown(name: str, batch_size: int, compute_dtype: str, repeats: int, step
             "forward": (jax.jit(outputs), (params, rest, batch, features)),
             "forward + backward": (jax.jit(jax.grad(mean_output)),
                                    (params, rest, batch, features))}
+  # Each entry runs k calls and waits for the last one.
+  runs = {stage: (lambda k, fn=fn, args=args: jax.block_until_ready(
+              [fn(*args) for _ in range(k)][-1])) for stage, (fn, args) in stages.items()}
+  step.compile()
+  runs["train step"] = step.run
   times = {}
-  for stage, (fn, args) in stages.items():
-    jax.block_until_ready(fn(*args))  # compile
+  for stage, run in runs.items():
+    run(1)  # compile (the stages) and warm up
     rounds = []
     for _ in range(repeats):
       begin = time.perf_counter()
-      for _ in range(steps):
-        out = fn(*args)
-      jax.block_until_ready(out)
+      run(steps)
       rounds.append((time.perf_counter() - begin) / steps)
     times[stage] = statistics.median(rounds)
-  step.compile()
-  step.run(1)
-  times["train step"] = statistics.median(_timed_run(step, steps) for _ in range(repeats))
   return times
-
-
-def _timed_run(step, steps: int) -> float:
-  begin = time.perf_counter()
-  step.run(steps)
-  return (time.perf_counter() - begin) / steps
 
 
 def serve_jax() -> None:
@@ -286,8 +280,8 @@ def main() -> None:
   if args.breakdown:
     import jax  # pylint: disable=g-import-not-at-top
     rows = []
+    dtype = "bfloat16" if args.jax_bf16 else "float32"
     for name in args.models.split(","):
-      dtype = "bfloat16" if args.jax_bf16 else "float32"
       times = breakdown(name, CONFIGS[name][2], dtype, args.repeats, args.steps)
       rows.append({"model": name, "batch": CONFIGS[name][2], "compute_dtype": dtype,
                    "ms": {k: 1e3 * v for k, v in times.items()}})
