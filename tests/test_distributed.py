@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import update_compare
+
 from avsep_jax import data
 from avsep_jax import evaluate
 from avsep_jax import train
@@ -83,12 +85,16 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tiny_data_di
   (step_two, two), (step_one, reference) = params(config, tmp_path / "two"), params(
       config, tmp_path / "one")
   assert step_two == step_one == 3
-  for a, b in zip(two, reference):
-    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
   graphdef, state, _ = train.init_state(config)
   initial = jax.tree.leaves(nnx.to_pure_dict(nnx.state(nnx.merge(graphdef, state).model,
                                                        nnx.Param)))
   assert any(not np.allclose(a, b) for a, b in zip(two, initial))   # it did train
+  # Equal up to float32 rounding, which a few Adam steps of this net amplify in
+  # places (see update_compare); a process's examples missed or counted twice
+  # would move the parameters by the size of their update.
+  total, worst, name = update_compare.update_differences(two, reference, initial)
+  print(f"two processes against one: {total:.2e} of the update, {worst:.2e} in {name}")
+  assert total < 3e-3 and worst < 0.15, (total, worst, name)
 
   # Evaluation: split across the processes, gathered, written once.
   scored = [json.loads((tmp_path / run / "eval" / "test_2mix.json").read_text())

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import update_compare
+
 from avsep_jax import data
 from avsep_jax import evaluate
 from avsep_jax import models
@@ -87,7 +89,7 @@ def test_overfits_one_batch(name, tiny_data_dir):
 
 SHARDED_SCRIPT = """
 import jax, numpy as np, sys
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]  # the repository; the tests' helpers
 import importlib.util
 spec = importlib.util.spec_from_file_location("test_train", sys.argv[1] + "/tests/test_train.py")
 t = importlib.util.module_from_spec(spec); spec.loader.exec_module(t)
@@ -333,15 +335,14 @@ def test_fixed_composition_step_equals_the_padded_step(tiny_data_dir):
   config.dataset.fixed_composition = False
   (padded, *_), padded_state = run_steps(config, batch, 1)
   np.testing.assert_allclose(grouped, padded, rtol=1e-5)
+  # The states differ by the gradients. A step of this net is chaotic at float32
+  # rounding (sources scaled by 1 + 2e-7 move the padded step's update by 2e-4 of
+  # its norm, up to 2.5e-3 in a leaf); the two layouts round differently and
+  # measured 5.9e-4 overall, 3e-2 in the worst leaf (a norm's scale). One
+  # example's sources scaled by 0.9 measured 6e-3; a source dropped, 0.4.
   _, initial, _ = train.init_state(config)
-  for a, b, w in zip(*(jax.tree.leaves(s) for s in (grouped_state, padded_state, initial))):
-    # The states differ by the gradients (w - g). Rounding differs between the
-    # two layouts, and where it flips a ReLU near zero in the base net, a few
-    # of the refinement net's gradients move by ~1e-3 of that leaf's largest
-    # (measured: 1.2e-6 of 8.8e-4), so the tolerance is on the leaf's scale.
-    a, b, w = np.asarray(a), np.asarray(b), np.asarray(w)
-    scale = float(np.abs(w - b).max()) if w.dtype.kind == "f" else 0.0
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=max(1e-6, 5e-3 * scale))
+  total, worst, name = update_compare.update_differences(grouped_state, padded_state, initial)
+  assert total < 3e-3 and worst < 0.15, (total, worst, name)
   config.dataset.fixed_composition, config.dataset.min_mix = True, 0
   with pytest.raises(ValueError, match="fixed_composition needs dataset.min_mix"):
     train.validate_config(config)
