@@ -271,3 +271,24 @@ def test_group_kernel_multiplies_matrices_at_full_precision():
                                            silence_threshold=1e-5).as_text()
   dots = re.findall(r"stablehlo\.dot_general.*", text)
   assert dots and all("HIGHEST" in d for d in dots), dots[:3]
+
+
+def test_cpu_kernel_vectorised_wider_gives_the_same_values(monkeypatch):
+  """The CPU build of the group kernel (512-bit vectors where the CPU has them)
+  scores like the plain build, and `bss_eval_sources` calls it on the CPU."""
+  from avsep_jax.metrics import bss_eval as bss_eval_lib
+  rng = np.random.default_rng(7)
+  ref = np.stack([np.stack([synth.note_track(rng, 8192) for _ in range(2)]) for _ in range(2)])
+  est = np.stack([synth.imperfect_estimates(rng, r) for r in ref])
+  args = dict(filter_length=512, silence_threshold=1e-5)
+  calls = []
+  wide_kernel = bss_eval_lib._group_metrics_cpu
+  monkeypatch.setattr(bss_eval_lib, "_group_metrics_cpu",
+                      lambda *a, **k: calls.append(1) or wide_kernel(*a, **k))
+  with jax.enable_x64(True):
+    wide = wide_kernel(ref, est, **args)[0]
+    plain = bss_eval_lib._group_metrics(ref, est, **args)[0]
+    public = np.stack(metrics.bss_eval_sources(ref, est, num_threads=1), 1)
+  np.testing.assert_allclose(wide, plain, rtol=1e-12, atol=1e-9)
+  np.testing.assert_array_equal(public, np.asarray(wide))
+  assert calls, "bss_eval_sources did not use the CPU build of the kernel"

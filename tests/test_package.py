@@ -61,3 +61,5 @@ def test_bss_eval_benchmark_tiles_the_set_and_scores_references_on_a_subset(tmp_
   assert rows["ours_float64"]["max_abs_delta_db"]["sdr"] < 1e-6
   assert rows["ours_float64"]["speedup_vs_mir_eval"] > 1
   assert "not run" in record["fast_bss_eval"]
+  assert record["passes_per_turn"] == 2     # steady-state pass timed, the first reported apart
+  assert all(r["ms_per_mixture_first_pass_of_turn"] > 0 for r in rows.values())

@@ -421,8 +421,7 @@ def _metrics_from_correlations(both, energy, silent_ref, silent_est):
   return jnp.where(silent_ref[None], jnp.nan, out)
 
 
-@functools.partial(jax.jit, static_argnames=("filter_length", "silence_threshold"))
-def _group_metrics(reference, estimate, filter_length, silence_threshold):
+def _group_metrics_impl(reference, estimate, filter_length, silence_threshold):
   """`[G, N, L]` pairs -> (`[G, 3, N]` metrics, bool: every input sample finite).
 
   Compiled once per (G, N, L, dtype). Correlations run one mixture at a time
@@ -446,6 +445,18 @@ def _group_metrics(reference, estimate, filter_length, silence_threshold):
     out = jax.vmap(_metrics_from_correlations)(
         both, jnp.sum(estimate ** 2, -1), silent_ref, est_abs <= silence_threshold)
   return out, jnp.isfinite(ref_abs).all() & jnp.isfinite(est_abs).all()
+
+
+_group_metrics = jax.jit(_group_metrics_impl, static_argnames=("filter_length",
+                                                              "silence_threshold"))
+# XLA:CPU vectorises for 256-bit registers unless told otherwise, also on CPUs
+# with 512-bit ones; there the correlation and recursion loops run about 8%
+# faster at 512 bits (the public call: 2.79 against 3.05 ms per mixture on a
+# 2-core AVX-512 VM, values bit-identical). A CPU with narrower registers
+# keeps its own width. Only this compilation gets the option (no XLA_FLAGS).
+_group_metrics_cpu = jax.jit(_group_metrics_impl, static_argnames=("filter_length",
+                                                                  "silence_threshold"),
+                             compiler_options={"xla_cpu_prefer_vector_width": "512"})
 
 
 @functools.partial(jax.jit, static_argnames=("group_size", "length", "dtype"))
@@ -561,8 +572,7 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
   group_size = min(group_size, batch)  # a lone mixture is not padded to a full group
   groups = -(-batch // group_size)
   padded = _padded_length(length, filter_length)
-  kernel = functools.partial(_group_metrics, filter_length=filter_length,
-                             silence_threshold=float(silence_threshold))
+  statics = dict(filter_length=filter_length, silence_threshold=float(silence_threshold))
 
   staging = threading.local()  # per-thread host buffers, reused group after group
 
@@ -592,8 +602,11 @@ def bss_eval_sources(reference, estimate, *, filter_length: int = 512,
     if validation.is_traced(reference) or validation.is_traced(estimate):
       ref, est = (jnp.stack([group_input(jnp.asarray(x), g) for g in range(groups)])
                   for x in (reference, estimate))
-      out = jax.lax.map(lambda pair: kernel(*pair)[0], (ref, est))
+      # Inside a caller's jit the kernel is inlined, and takes the caller's options.
+      out = jax.lax.map(lambda pair: _group_metrics(*pair, **statics)[0], (ref, est))
     else:  # one compiled group kernel serves every batch of >= group_size
+      kernel = functools.partial(
+          _group_metrics_cpu if jax.default_backend() == "cpu" else _group_metrics, **statics)
       ref, est = (x if isinstance(x, jax.Array) else np.asarray(x)
                   for x in (reference, estimate))
       x64 = bool(jax.config.jax_enable_x64)
