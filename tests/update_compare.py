@@ -10,8 +10,8 @@ def update_differences(state, reference, start):
   """How far `state` lies from `reference`, relative to how far `reference` moved.
 
   Both states were reached from `start`. A training step of these small nets is
-  chaotic at float32 rounding: a ReLU or a top-k that flips on a last-bit
-  difference moves a few gradient entries by percent of their size, so equal
+  chaotic at float32 rounding: a last-bit difference can move a few gradient
+  entries by percent of their size (a ReLU flipping, say), so equal
   computations in two layouts are not equal elementwise. A wrong computation
   (a gradient that misses or double-counts examples) differs by the size of the
   update itself. These norms tell the two apart.
@@ -34,6 +34,7 @@ def update_differences(state, reference, start):
     a, b, w = (np.asarray(x, np.float64) for x in (a, b, w))
     diff, moved = float(np.sum((a - b) ** 2)), float(np.sum((w - b) ** 2))
     num, den = num + diff, den + moved
-    if moved > 0 and (diff / moved) ** 0.5 > worst:
-      worst, worst_name = (diff / moved) ** 0.5, jax.tree_util.keystr(path)
+    ratio = (diff / moved) ** 0.5 if moved > 0 else 0.0
+    if ratio > worst:
+      worst, worst_name = ratio, jax.tree_util.keystr(path)
   return (num / den) ** 0.5 if den > 0 else float("inf"), worst, worst_name
