@@ -132,6 +132,20 @@ def test_thread_and_group_settings_give_identical_values():
   assert [x.shape for x in empty] == [(0, 3)] * 3
 
 
+def test_default_cpu_group_size_spreads_groups_evenly_over_threads():
+  pick = metrics.bss_eval._default_group_size
+  assert pick(100, 2) == 5   # 4 would split 25 groups 13:12
+  assert pick(100, 1) == 4   # one thread: no idle core, the smallest size
+  assert pick(120, 2) == 4   # 30 groups of 4 split evenly already
+  assert pick(9, 2) == 5     # two groups of 5 against three of 4
+  assert pick(3, 2) == 4     # capped at the batch by the caller
+  for batch in range(1, 60):
+    for threads in (1, 2, 3, 8):
+      size = pick(batch, threads)
+      slots = lambda g: -(-(-(-batch // g)) // threads) * g
+      assert slots(size) == min(slots(g) for g in metrics.bss_eval._CPU_GROUP_SIZES)
+
+
 def test_runs_under_jit():
   ref, est = synth.mixture_set(3, 2, 2, 5000)
   want = np.stack(metrics.bss_eval_sources(ref, est, dtype=jnp.float32))
@@ -214,22 +228,42 @@ def test_block_toeplitz_quadratic_form_matches_dense_solve(rng, num):
       dense[a * num:(a + 1) * num, b * num:(b + 1) * num] = block
   d = rhs.transpose(2, 0, 1).reshape(f * num, 3)
   want = d.T @ np.linalg.solve(dense, d)
-  for chunks, track_solution in [(1, False), (3, False), (8, False), (3, True), (8, True)]:
+  # 3 chunks of F = 40: 13 steps each, so unroll=2 also runs a remainder step.
+  for method, chunks, unroll in [("schur", 1, 1), ("schur", 3, 2), ("levinson", 3, 1),
+                                 ("levinson", 8, 1)]:
     with jax.enable_x64(True):
       got = np.asarray(metrics.block_toeplitz_quadratic_form(
-          jnp.asarray(lags), jnp.asarray(rhs), num_chunks=chunks,
-          track_solution=track_solution))
-    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
+          jnp.asarray(lags), jnp.asarray(rhs), num_chunks=chunks, method=method,
+          unroll=unroll))
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * np.abs(want).max(),
+                               err_msg=f"{method}, {chunks} chunks, unroll {unroll}")
 
 
 def test_block_toeplitz_quadratic_form_single_lag():
   lags = np.array([[[2.0]], ])  # [1, 1, 1]: G = [[2]]
   rhs = np.array([[[3.0], [1.0]]])  # [1, 2, 1]
-  for track_solution in (False, True):
+  for method in metrics.bss_eval.METHODS:
     with jax.enable_x64(True):
       got = np.asarray(metrics.block_toeplitz_quadratic_form(
-          jnp.asarray(lags), jnp.asarray(rhs), track_solution=track_solution))
+          jnp.asarray(lags), jnp.asarray(rhs), method=method))
     np.testing.assert_allclose(got, [[4.5, 1.5], [1.5, 0.5]])
+
+
+def test_block_toeplitz_quadratic_form_two_lags_and_bad_method():
+  """F = 2 is one recursion step: G = [[R0, R1], [R1^T, R0]] for N = 2."""
+  r0 = np.array([[2.0, 0.3], [0.3, 1.5]])
+  r1 = np.array([[0.4, -0.2], [0.1, 0.5]])
+  lags = np.stack([r0, r1], -1)                       # [2, 2, 2]
+  rhs = np.arange(8.0).reshape(2, 2, 2) - 3.0         # [N, K, F]
+  dense = np.block([[r0, r1], [r1.T, r0]])
+  d = rhs.transpose(2, 0, 1).reshape(4, 2)
+  for method in metrics.bss_eval.METHODS:
+    with jax.enable_x64(True):
+      got = np.asarray(metrics.block_toeplitz_quadratic_form(
+          jnp.asarray(lags), jnp.asarray(rhs), method=method))
+    np.testing.assert_allclose(got, d.T @ np.linalg.solve(dense, d), rtol=1e-12)
+  with pytest.raises(ValueError, match="method must be one of"):
+    metrics.block_toeplitz_quadratic_form(jnp.asarray(lags), jnp.asarray(rhs), method="lu")
 
 
 def test_bad_inputs_raise_clear_errors():
