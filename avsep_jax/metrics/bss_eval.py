@@ -177,9 +177,9 @@ def _mm(a, b):
   return sum(a[..., :, j, None] * b[..., None, j, :] for j in range(a.shape[-1]))
 
 
-def _chunk_bounds(f: int, num_chunks: int) -> list[int]:
-  """Recursion orders 1..F split into `num_chunks` scans: their boundaries."""
-  return [int(b) for b in np.unique(np.linspace(1, f, num_chunks + 1).round())]
+def _chunk_bounds(first: int, last: int, num_chunks: int) -> list[int]:
+  """Recursion orders first..last split into `num_chunks` scans: their boundaries."""
+  return [int(b) for b in np.unique(np.linspace(first, last, num_chunks + 1).round())]
 
 
 def _scalar_form_by_solution(lags, rhs, num_chunks: int):
@@ -193,7 +193,7 @@ def _scalar_form_by_solution(lags, rhs, num_chunks: int):
   rhs_rows = jnp.pad(rhs, ((0, 0), (0, 1)))
   lags_rows = jnp.pad(lags, (0, 1))  # against [0; bwd]: r(c) at delay c
   r0 = lags[0]
-  bounds = _chunk_bounds(f, num_chunks)
+  bounds = _chunk_bounds(1, f, num_chunks)
   size = bounds[1] + 1 if len(bounds) > 1 else 2
   fwd = jnp.zeros((size,), dtype).at[0].set(1.0 / r0)
   bwd = jnp.zeros((size,), dtype).at[1].set(1.0 / r0)  # shifted by one delay
@@ -241,7 +241,7 @@ def _block_form_by_solution(lags, rhs, num_chunks: int):
   rhs_by_delay = jnp.transpose(rhs, (2, 0, 1))                     # [F, N, K]
   eye = jnp.eye(n, dtype=dtype)
   r0_inv = _inv_small(lags[..., 0])
-  bounds = _chunk_bounds(f, num_chunks)
+  bounds = _chunk_bounds(1, f, num_chunks)
   state = jnp.zeros((bounds[1] + 1 if len(bounds) > 1 else 2, n, width), dtype)
   state = state.at[0, :, :n].set(r0_inv).at[1, :, n:2 * n].set(r0_inv)  # [fwd | [0; bwd]]
   state = state.at[0, :, 2 * n:].set(r0_inv @ rhs_by_delay[0])
@@ -288,11 +288,6 @@ def _apply_small(m, x):
              for c in range(m.shape[1]))
 
 
-def _schur_bounds(f: int, num_chunks: int) -> list[int]:
-  """Orders 0..F-1 in `num_chunks` scans (step k takes order k to k + 1): boundaries."""
-  return [int(b) for b in np.unique(np.linspace(0, f - 1, num_chunks + 1).round())]
-
-
 def _block_form_by_schur(lags, rhs, num_chunks: int, unroll: int):
   """`block_toeplitz_quadratic_form` by the block Schur algorithm (N >= 2).
 
@@ -325,7 +320,7 @@ def _block_form_by_schur(lags, rhs, num_chunks: int, unroll: int):
   v_f = v_b = lags[..., 0].T
   form = rhs[:, :, 0].T @ _inv_small(v_b) @ rhs[:, :, 0]
   carry = (lags, lags, rhs, rhs, v_f, v_b, form)
-  bounds = _schur_bounds(f, num_chunks)
+  bounds = _chunk_bounds(0, f - 1, num_chunks)  # step k: order k -> k + 1
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     # From order `lo` on, only delays m < F - lo of every sequence are ever read.
     carry = tuple(x[..., :f - lo] if x.ndim == 3 else x for x in carry)
@@ -356,7 +351,7 @@ def _scalar_form_by_schur(lags, rhs, num_chunks: int, unroll: int):
   f = lags.shape[-1]
   power = lags[0]
   carry = (lags, lags, rhs, rhs, power, jnp.outer(rhs[:, 0], rhs[:, 0]) / power)
-  bounds = _schur_bounds(f, num_chunks)
+  bounds = _chunk_bounds(0, f - 1, num_chunks)  # step k: order k -> k + 1
   for lo, hi in zip(bounds[:-1], bounds[1:]):
     carry = tuple(x[..., :f - lo] for x in carry[:4]) + carry[4:]
 
@@ -443,11 +438,6 @@ def _mixture_correlations(reference, estimate, silent_ref, filter_length: int):
   return jnp.where(keep_rows[:, None, None] & keep[None, :, None], out, 0.0)
 
 
-def _form_options(dtype):
-  """`block_toeplitz_quadratic_form` settings the metrics use for `dtype`."""
-  return dict(_FORM_OPTIONS[np.dtype(dtype).name])
-
-
 # float64: Schur, two steps per scan iteration (XLA:CPU then drops a state
 # copy per step; the public call, each against the Levinson version in one
 # process: 2.90 against 3.18 ms per mixture, with one step 3.09 against 3.42).
@@ -464,7 +454,8 @@ def _metrics_from_correlations(both, energy, silent_ref, silent_est):
   # and its zero correlations with the estimate give it no weight.
   gram = gram.at[jnp.arange(n), jnp.arange(n), 0].add(silent_ref.astype(gram.dtype))
   rhs_all = jnp.swapaxes(corr, 0, 1)                                # [N refs, N ests, F]
-  form = functools.partial(block_toeplitz_quadratic_form, **_form_options(gram.dtype))
+  form = functools.partial(block_toeplitz_quadratic_form,
+                           **_FORM_OPTIONS[np.dtype(gram.dtype).name])
   energy_all = jnp.diagonal(form(gram, rhs_all))
   own_gram = jnp.diagonal(gram, axis1=0, axis2=1).T[:, None, None]  # [N, 1, 1, F]
   own_rhs = jnp.diagonal(corr, axis1=0, axis2=1).T[:, None, None]
