@@ -201,6 +201,37 @@ def test_upsample_conv3x3_and_its_gradient_match_upsample_then_conv(shape, cpu_r
                                                           nnx.Param))}
 
 
+@ROUTES
+@pytest.mark.parametrize("shape,window,strides,padding", [
+    ((2, 9, 7, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),       # ResNet-18's, odd sizes
+    ((2, 8, 8, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),
+    ((2, 8, 6, 2), (2, 2), (2, 2), ((0, 0), (0, 0))),
+    ((1, 7, 7, 1), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((2, 5, 9, 7, 2), (3, 3, 3), (2, 2, 2), ((1, 1),) * 3),  # the 3-D ResNet's stem
+    ((2, 4, 9, 8, 2), (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),  # SlowFast's
+    ((1, 10, 2), (2,), (3,), ((0, 0),)),                     # a window shorter than its step
+])
+def test_max_pool_and_its_gradient_match_xla_s(shape, window, strides, padding, cpu_route,
+                                               monkeypatch):
+  """The same maxima as `nnx.max_pool` and, with ties, the gradient sent to the same
+  input (integer values and cotangents, so the sums are exact)."""
+  from avsep_jax.models import layers
+  monkeypatch.setattr(layers, "_on_cpu", lambda: cpu_route)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.round(np.maximum(rng.normal(size=shape), 0) * 2), jnp.float32)  # ties
+  plain = lambda x: nnx.max_pool(x, window, strides=strides, padding=padding)
+  pool = lambda x: layers.max_pool(x, window, strides, padding)
+  y, pool_vjp = jax.vjp(pool, x)
+  ref, ref_vjp = jax.vjp(plain, x)
+  np.testing.assert_array_equal(y, ref)
+  dy = jnp.asarray(rng.integers(-3, 4, size=y.shape), jnp.float32)
+  np.testing.assert_array_equal(pool_vjp(dy)[0], ref_vjp(dy)[0])
+  np.testing.assert_array_equal(jax.jit(jax.grad(lambda x: (pool(x) * dy).sum()))(x),
+                                ref_vjp(dy)[0])
+  with pytest.raises(ValueError, match="one entry per spatial axis"):
+    layers.max_pool(x, window + (1,), strides, padding)
+
+
 def test_bilinear_upsample_is_align_corners_true():
   from avsep_jax.models import layers
   x = jnp.arange(3.0).reshape(1, 3, 1, 1) * jnp.ones((1, 3, 2, 1))

@@ -7,6 +7,7 @@ Spectrograms enter the networks as images `[B, F, T, C]`: height is the
 from __future__ import annotations
 
 import functools
+import itertools
 
 import jax
 from jax import lax
@@ -237,6 +238,87 @@ class NearestUpConv(_KernelConv):
 
   conv = staticmethod(upsample_conv3x3)
   size = 3
+
+
+def _max_pool_forward(x, window: tuple[int, ...], strides: tuple[int, ...], padding):
+  edge = ((0, 0),)
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + window + (1,),
+                           (1,) + strides + (1,), edge + tuple(padding) + edge)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_phased(x, window, strides, padding):
+  return _max_pool_forward(x, window, strides, padding)
+
+
+def _max_pool_phased_fwd(x, window, strides, padding):
+  y = _max_pool_forward(x, window, strides, padding)
+  return y, (x, y)
+
+
+def _max_pool_phased_bwd(window, strides, padding, residuals, dy):
+  # XLA's gradient of reduce_window (select-and-scatter) takes ~20x the forward
+  # pass on the CPU. The same gradient, phase by phase: view the -inf padded
+  # input as blocks of `strides` (input index = block * stride + phase); window
+  # tap u reads phase u % stride of block (output index + u // stride), a plain
+  # slice. Each window's gradient goes to its first tap equal to the max, in
+  # raster order, as XLA's (and PyTorch's) max pool picks it; every phase's
+  # gradient is a sum of shifted masked copies of dy, interleaved at the end.
+  x, y = residuals
+  nd = len(window)
+  out = y.shape[1:-1]
+  shifts = [(w - 1) // s for w, s in zip(window, strides)]
+  blocks = [o + k for o, k in zip(out, shifts)]
+  # Pad (or crop: positions no window reaches get no gradient) to whole blocks.
+  cover = [(lo, b * s - lo - n) for (lo, _), b, s, n in zip(padding, blocks, strides,
+                                                           x.shape[1:-1])]
+  edge = [(0, 0, 0)]
+  xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype), edge + [(lo, hi, 0) for lo, hi in cover] + edge)
+  phased = xp.reshape((x.shape[0],) + tuple(v for b, s in zip(blocks, strides) for v in (b, s))
+                      + x.shape[-1:])                              # [B, b0, s0, b1, s1, ..., C]
+  zero = jnp.zeros((), dy.dtype)
+  taken = jnp.zeros(y.shape, bool)
+  sums = {}
+  for tap in itertools.product(*(range(w) for w in window)):
+    phase = tuple(u % s for u, s in zip(tap, strides))
+    shift = tuple(u // s for u, s in zip(tap, strides))
+    index = (slice(None),) + tuple(v for k, p, o in zip(shift, phase, out)
+                                   for v in (slice(k, k + o), p)) + (slice(None),)
+    hit = (phased[index] == y) & ~taken
+    taken = taken | hit
+    part = lax.pad(jnp.where(hit, dy, zero), zero,
+                   edge + [(k, b - o - k, 0) for k, b, o in zip(shift, blocks, out)] + edge)
+    sums[phase] = part if phase not in sums else sums[phase] + part
+  empty = jnp.zeros((dy.shape[0],) + tuple(blocks) + dy.shape[-1:], dy.dtype)
+  stacked = jnp.stack([sums.get(p, empty)
+                       for p in itertools.product(*(range(s) for s in strides))])
+  stacked = stacked.reshape(tuple(strides) + stacked.shape[1:])    # [s0, .., B, b0, .., C]
+  order = [nd] + [a for d in range(nd) for a in (nd + 1 + d, d)] + [2 * nd + 1]
+  dxp = stacked.transpose(order).reshape(xp.shape)
+  return (lax.pad(dxp, zero, edge + [(-lo, -hi, 0) for lo, hi in cover] + edge),)
+
+
+_max_pool_phased.defvjp(_max_pool_phased_fwd, _max_pool_phased_bwd)
+
+
+def max_pool(x, window: tuple[int, ...], strides: tuple[int, ...],
+             padding: tuple[tuple[int, int], ...]):
+  """Max pool of `[B, *spatial, C]` over `window` (padded positions are -inf, as in
+  PyTorch's MaxPool): the values of `nnx.max_pool`.
+
+  On the CPU backend its gradient is computed phase by phase (forward and
+  backward of ResNet-18's 3x3 stride-2 pool on `[12, 112, 112, 64]`: 90 ms
+  against 186 ms with XLA's select-and-scatter), giving each window's gradient
+  to the same input (its first maximum).
+  """
+  window, strides = tuple(window), tuple(strides)
+  padding = tuple(tuple(p) for p in padding)
+  if not len(window) == len(strides) == len(padding) == x.ndim - 2:
+    raise ValueError(f"max_pool of {x.shape}: window {window}, strides {strides} and "
+                     f"padding {padding} need one entry per spatial axis ({x.ndim - 2})")
+  if not _on_cpu():
+    return _max_pool_forward(x, window, strides, padding)
+  return _max_pool_phased(x, window, strides, padding)
 
 
 @functools.lru_cache(maxsize=None)

@@ -159,7 +159,7 @@ class ResNet3D(nnx.Module):
       raise ValueError(f"motion input {clips.shape}: expected [M, T, H, W, C] clips")
     x = jax.nn.relu(self.stem_norm(self.stem(clips)))
     if self.stem_pool:
-      x = nnx.max_pool(x, (3, 3, 3), strides=(2, 2, 2), padding=((1, 1),) * 3)
+      x = layers.max_pool(x, (3, 3, 3), (2, 2, 2), ((1, 1),) * 3)
     for stage in self.stages:
       for b in stage:
         x = b(x)
@@ -212,7 +212,7 @@ class FastPathway(nnx.Module):
     if clips.ndim != 5:
       raise ValueError(f"video net input {clips.shape}: expected [M, T, H, W, C] clips")
     x = jax.nn.relu(self.stem_norm(self.stem(clips)))
-    x = nnx.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+    x = layers.max_pool(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1)))
     for stage in self.stages:
       for b in stage:
         x = b(x)

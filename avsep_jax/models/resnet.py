@@ -30,6 +30,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from avsep_jax.models import layers
+
 # torchvision's `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: an
 # untruncated normal with variance 2 / (kh * kw * out_channels). Flax kernels
 # are [kh, kw, in, out], so "fan_out" counts the same elements as in PyTorch.
@@ -187,8 +189,7 @@ class ResNet18(nnx.Module):
           f"x must be [B, H, W, {self.in_channels}] (NHWC); got shape {x.shape}")
     x = nnx.relu(self.bn1(self.conv1(x)))
     # Padded positions are -inf inside `max_pool`, as in PyTorch's MaxPool2d.
-    x = nnx.max_pool(x, window_shape=(3, 3), strides=(2, 2),
-                     padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     outputs = []
     for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
       for block in stage:
