@@ -194,6 +194,15 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     -0.28 at 3500; accordion +0.27, piano +0.61, trumpet +0.62), rolled
     frames -2.67 / -2.13 dB, 5009 s. Accordion, -4.2 to -6.1 dB in every
     variant trained on mixed classes, is no longer the outlier.
+    The same on fold 1 (`seco.py:fold1,timing`, 4200 steps, x0.1 at 3900;
+    2026-12-07): -0.65 / +0.17 dB (SDR -0.57, SIR 4.69, SAR 4.25; flute
+    -1.63, maracas +1.03, trombone -1.34; validation -0.83, -1.36, -0.21,
+    -0.53, +0.01 at steps 700 to 3500, loss 0.19 at the end), rolled frames
+    -4.97 / -4.20 dB, about 3950 s of training. It separates fold 1's
+    noise-like maracas, which the default cannot (-1.01), by timing alone
+    (rolling its frames costs 4.3 dB), but not flute and trombone, which the
+    default separates (+3.85, +2.73). Neither set of choices is above the
+    mixture on both folds, so `timing` stays an option.
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too
