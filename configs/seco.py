@@ -202,7 +202,14 @@ Measured (CPU default, 2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi;
     noise-like maracas, which the default cannot (-1.01), by timing alone
     (rolling its frames costs 4.3 dB), but not flute and trombone, which the
     default separates (+3.85, +2.73). Neither set of choices is above the
-    mixture on both folds, so `timing` stays an option.
+    mixture on both folds with binary masks, so `timing` stays an option.
+    Its sigmoid outputs used as soft masks at evaluation
+    (`--mode=eval --config.audio.mask=ratio`; 2026-12-07) put it above the
+    mixture on both folds and in every held-out class: fold 1 (4200 steps)
+    +1.35 / +1.61 dB (flute +0.96, maracas +1.84, trombone +1.26; SIR 2.95,
+    SAR 10.82; rolled frames -1.16 / -1.08), fold 2 (1400 steps; binary
+    masks -0.90 / -0.50 in this run) +0.74 / +0.53 dB (accordion +0.45,
+    piano +1.02, trumpet +0.75; rolled -0.47 / -0.25).
   With the original's choices, fold 1's maracas scored -12.25 dB: this
   noise-like class, unlike any training class, got almost no bins.
 - The original choices with the spectrogram net trained too
