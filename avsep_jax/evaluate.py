@@ -96,12 +96,19 @@ def _estimates(config, graphdef, state, batch, features, length: int):
     masks = outputs["masks"]                                           # [S, B, N, F, T]
   else:
     masks = jax.nn.sigmoid(outputs["mask_logits"])
-  if config.audio.mask == "binary":
+  if evaluation_mask(config) == "binary":
     masks = binary_masks(masks, batch["source_mask"], config.eval.mask_threshold,
                          config.eval.mask_argmax)
   return audio.masks_to_waveforms(masks, features["mix_spec"], length,
                                   hop_length=config.audio.hop_length,
                                   align_corners=config.audio.align_corners)
+
+
+def evaluation_mask(config) -> str:
+  """The masks applied at evaluation, 'ratio' or 'binary': `eval.mask`, where it is
+  'as_trained' the training targets' kind (`audio.mask`)."""
+  kind = config.eval.get("mask", "as_trained")
+  return config.audio.mask if kind == "as_trained" else kind
 
 
 def binary_masks(masks, source_mask, threshold: float, argmax: bool):
@@ -361,7 +368,7 @@ def score_split(config, model: nnx.Module, mesh: train.Mesh, *, split: str, num_
             **summary(final, all_sources),
             "count": int(valid.sum()), "skipped": int((~valid).sum()),
             "silent_estimates": int(silent[-1][valid].sum()),
-            "metric_backend": e.metric_backend}
+            "metric_backend": e.metric_backend, "masks": evaluation_mask(config)}
   per_class = {}
   for c in np.unique(labels[valid]):
     keep = valid[:, None] & (labels == c)

@@ -166,8 +166,11 @@ def _sample_html(page: _Page, index: int, sample: SampleView) -> str:
 
 
 def table_title(table: dict) -> str:
-  """A scored list's heading: split, sources per mixture and any frame control."""
+  """A scored list's heading: split, sources per mixture, the masks applied and any
+  frame control."""
   title = f"{table['split']}, {table['num_mix']}-mix"
+  if table.get("masks"):
+    title += f", {table['masks']} masks"
   if table.get("frame_control"):
     title += f", control: frames {table['frame_control']}"
   return title

@@ -178,6 +178,9 @@ def base_config(size: str) -> config_dict.ConfigDict:
   # A split of the dataset whose examples are duets (two players in one clip,
   # their separate audio kept), scored after the test lists; '': none.
   c.eval.duet_split = ""
+  # Masks applied at evaluation: 'as_trained' (audio.mask), 'ratio' (the model's
+  # masks as they are, soft) or 'binary' (thresholded at eval.mask_threshold).
+  c.eval.mask = "as_trained"
   c.eval.mask_threshold = 0.5     # binary masks: sigmoid > this (SoP 0.5, MTSC 0.55)
   # Binary masks: each bin only to the source whose mask is the largest there (thesis).
   c.eval.mask_argmax = False

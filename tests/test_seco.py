@@ -88,7 +88,9 @@ def test_frame_control_scores_each_list_again_with_frames_out_of_step(tiny_data_
   assert control["count"] == plain["count"] == 3
   assert control["sdr_mixture"] == plain["sdr_mixture"]       # the same mixtures
   assert control["sdr"] != plain["sdr"]                       # other frames, other masks
-  assert "control: frames rolled" in (tmp_path / "eval" / "test_2mix_frames_rolled.md").read_text()
+  assert plain["masks"] == "binary"
+  assert (tmp_path / "eval" / "test_2mix_frames_rolled.md").read_text().startswith(
+      "# test, 2-mix, binary masks, control: frames rolled")
 
   config.eval.frame_controls = ("shuffled",)
   with pytest.raises(ValueError, match=r"eval.frame_controls names \['shuffled'\]"):
@@ -96,6 +98,32 @@ def test_frame_control_scores_each_list_again_with_frames_out_of_step(tiny_data_
   config.eval.frame_controls = ("rolled",)
   config.dataset.frame_rate, config.dataset.num_frames = 0.0, 0
   with pytest.raises(ValueError, match="reads no frame clips"):
+    train.validate_config(config)
+
+
+def test_evaluation_mask_overrides_the_training_targets_kind(tiny_data_dir):
+  config = tiny_config(tiny_data_dir, seco, steps=1)
+  assert config.audio.mask == "binary"
+  graphdef, state, _ = train.init_state(config)
+  model = nnx.merge(graphdef, state).model
+  model_graphdef, model_state = nnx.split(model)
+  batch = synthetic_batch(config, 2)
+  batch["mixture"] = batch["sources"].sum(axis=1)
+
+  def estimates(eval_mask, audio_mask="binary"):
+    c = config.copy_and_resolve_references()
+    c.eval.mask, c.audio.mask = eval_mask, audio_mask
+    train.validate_config(c)
+    return np.asarray(evaluate.separate_mixture(model_graphdef, c.to_json(), model_state, batch))
+
+  as_trained, binary, soft = (estimates(m) for m in ("as_trained", "binary", "ratio"))
+  np.testing.assert_array_equal(as_trained, binary)
+  assert not np.allclose(soft, binary, atol=1e-4)
+  # Soft masks at evaluation are what a model trained on ratio targets applies.
+  np.testing.assert_array_equal(soft, estimates("as_trained", audio_mask="ratio"))
+  np.testing.assert_array_equal(binary, estimates("binary", audio_mask="ratio"))
+  config.eval.mask = "soft"
+  with pytest.raises(ValueError, match=r"eval.mask='soft': expected 'as_trained' or one of"):
     train.validate_config(config)
 
 

@@ -2,6 +2,7 @@
 
 from avsep_jax.audio.augment import random_equalizer
 from avsep_jax.audio.features import magnitude_map
+from avsep_jax.audio.features import MASK_KINDS
 from avsep_jax.audio.features import masks_to_waveforms
 from avsep_jax.audio.features import separation_features
 from avsep_jax.audio.masks import binary_mask
@@ -20,7 +21,7 @@ from avsep_jax.audio.warp import log_freq_warp
 from avsep_jax.audio.warp import warp_coordinates
 
 __all__ = [
-    "MAG_EPS", "binary_mask", "hann_window", "istft", "log_freq_unwarp",
+    "MAG_EPS", "MASK_KINDS", "binary_mask", "hann_window", "istft", "log_freq_unwarp",
     "log_freq_warp", "log_magnitude", "loss_weight", "magphase",
     "mask_to_waveform", "masks_to_waveforms", "num_frames", "ratio_mask",
     "magnitude_map", "random_equalizer", "separation_features", "stft", "warp_coordinates",
