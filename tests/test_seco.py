@@ -88,9 +88,9 @@ def test_frame_control_scores_each_list_again_with_frames_out_of_step(tiny_data_
   assert control["count"] == plain["count"] == 3
   assert control["sdr_mixture"] == plain["sdr_mixture"]       # the same mixtures
   assert control["sdr"] != plain["sdr"]                       # other frames, other masks
-  assert plain["masks"] == "binary"
+  assert plain["masks"] == "ratio"                            # the CPU default's soft masks
   assert (tmp_path / "eval" / "test_2mix_frames_rolled.md").read_text().startswith(
-      "# test, 2-mix, binary masks, control: frames rolled")
+      "# test, 2-mix, ratio masks, control: frames rolled")
 
   config.eval.frame_controls = ("shuffled",)
   with pytest.raises(ValueError, match=r"eval.frame_controls names \['shuffled'\]"):
@@ -169,7 +169,7 @@ def test_consistency_terms_follow_the_original_formulas():
 
 
 def test_one_step_trains_all_but_the_frozen_spectrogram_net():
-  config = seco.get_config("tiny")
+  config = seco.get_config("tiny,fast")
   batch = synthetic_batch(config, 2)
   assert batch["frames"].shape[2] == 12                # 16383 samples at 8 frames per second
   assert config.model.frame_input == "differences" and config.model.per_frame_weights
@@ -181,16 +181,24 @@ def test_one_step_trains_all_but_the_frozen_spectrogram_net():
     assert np.isfinite(float(metrics[name])) and float(metrics[name]) > 0, name
 
 
-def test_timing_variant_sees_only_motion_trains_on_same_class_mixtures_and_steps():
-  plain, config = seco.get_config("tiny,fold2"), seco.get_config("tiny,fold2,timing")
-  assert tuple(config.eval.class_subset) == tuple(plain.eval.class_subset)
+def test_cpu_default_sees_only_motion_trains_on_same_class_mixtures_and_steps():
+  config, fast = seco.get_config("tiny,fold2"), seco.get_config("tiny,fold2,fast")
+  assert tuple(config.eval.class_subset) == tuple(fast.eval.class_subset)
   assert (config.model.video_net, config.model.centre_frame_features,
-          config.model.motion_channels, config.dataset.same_class_fraction) == \
-      ("cost_volume", True, 4, 1.0)
+          config.model.motion_channels, config.dataset.same_class_fraction,
+          config.eval.mask) == ("cost_volume", True, 4, 1.0, "ratio")
+  assert (fast.model.video_net, fast.model.frame_input, fast.dataset.same_class_fraction,
+          fast.eval.mask) == ("fast", "differences", 0.0, "as_trained")
+  cpu = seco.get_config("fold2")
+  assert (cpu.train.steps, tuple(cpu.train.decay_steps)) == (4200, (3900,))
+  assert seco.get_config("fold2,fast").train.steps == 1400
+  train.validate_config(cpu)
   one_step_trains(config, synthetic_batch(config, 2),
                   ("unet", "video", "visual_proj", "motion_proj"))
-  with pytest.raises(ValueError, match="'timing' is defined for the cpu and tiny sizes"):
-    seco.get_config("full,timing")
+  with pytest.raises(ValueError, match="'fast' is a cpu and tiny option"):
+    seco.get_config("full,fast")
+  with pytest.raises(ValueError, match="'timing' choices are now the cpu and tiny defaults"):
+    seco.get_config("fold2,timing")
 
 
 def test_training_batches_hold_same_class_companions(tiny_data_dir):
@@ -221,7 +229,7 @@ def test_frames_to_spectrogram_time_interpolates_between_frame_middles():
 
 
 def test_per_frame_weights_follow_the_clip_in_time_and_train():
-  config = seco.get_config("tiny")                 # per-frame weights at 8 frames/s
+  config = seco.get_config("tiny,fast")                 # per-frame weights at 8 frames/s
   batch = synthetic_batch(config, 2)
   assert batch["frames"].shape[2] == 12
   graphdef, state, schedules = train.init_state(config)
@@ -238,7 +246,7 @@ def test_per_frame_weights_follow_the_clip_in_time_and_train():
 
 
 def test_frame_differences_ignore_what_stands_still():
-  config = seco.get_config("tiny")                 # frame differences
+  config = seco.get_config("tiny,fast")                 # frame differences
   batch = synthetic_batch(config, 2)
   graphdef, state, _ = train.init_state(config)
   model = nnx.merge(graphdef, state).model
@@ -259,7 +267,7 @@ def test_frame_differences_ignore_what_stands_still():
 
 
 def test_motion_channels_give_each_source_its_own_unet_pass():
-  config = seco.get_config("tiny")
+  config = seco.get_config("tiny,fast")
   config.model.motion_channels = 2
   batch = synthetic_batch(config, 2)
   graphdef, state, schedules = train.init_state(config)
@@ -294,7 +302,7 @@ def test_motion_energy_net_sees_when_and_where_a_picture_moves_not_what_it_is():
   # Brightness and contrast (and so most of what the picture is) drop out.
   np.testing.assert_allclose(seco_model.MotionEnergyNet.stats(jnp.asarray(3 * clip + 0.2)),
                              stats[None], rtol=1e-4, atol=1e-5)
-  config = seco.get_config("tiny")
+  config = seco.get_config("tiny,fast")
   config.model.video_net = "energy"
   config.model.video = dict(widths=(4,), out_channels=8)
   config.model.motion_channels = 1
@@ -320,7 +328,7 @@ def test_cost_volume_net_sees_which_way_a_picture_moves_not_its_brightness():
   np.testing.assert_allclose(net.cost_volume(jnp.asarray(3 * clip + 0.2)),
                              net.cost_volume(jnp.asarray(clip)), rtol=1e-3, atol=1e-3)
   assert net(jnp.asarray(clip), pool_time=False).shape == (1, 4, 64)
-  config = seco.get_config("tiny")
+  config = seco.get_config("tiny,fast")
   config.model.video_net = "cost_volume"
   config.model.video = dict(max_shift=1, window=3, widths=(4, 4), out_channels=8)
   one_step_trains(config, synthetic_batch(config, 2), ("unet", "video", "visual_proj"))
@@ -330,7 +338,7 @@ def test_cost_volume_net_sees_which_way_a_picture_moves_not_its_brightness():
 
 
 def test_centred_frame_features_give_still_players_the_same_masks():
-  config = seco.get_config("tiny")                 # per-frame weights
+  config = seco.get_config("tiny,fast")                 # per-frame weights
   config.model.video_net = "cost_volume"          # frame by frame: no padding in time
   config.model.video = dict(max_shift=1, window=3, widths=(4, 4), temporal_kernel=1,
                             out_channels=8)

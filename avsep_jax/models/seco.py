@@ -18,14 +18,14 @@ The original never gives `sync_net` to its optimiser, so it keeps its random
 initialisation while gradients pass through it; the configs reproduce that
 with a zero learning rate for it.
 
-Three options depart from the original (see configs/seco.py for which the
-CPU config uses): `frame_input='differences'` shows the video net only what
-moves, `per_frame_weights` gives each frame's time span its own channel
-weights, and `motion_channels` gives each source's per-frame video features to
-the U-Net as extra input maps (one U-Net pass per source). Further options,
-not used by any config: video nets that see only motion (`video_net`
-'energy' or 'cost_volume') and `centre_frame_features` (per-frame features
-minus their clip mean, so the masks can follow only when a player moves).
+Options that depart from the original (configs/seco.py says which its CPU
+configs use, docs/seco_cpu.md what each scored): `frame_input='differences'`
+shows the video net only what moves, `per_frame_weights` gives each frame's
+time span its own channel weights, `motion_channels` gives each source's
+per-frame video features to the U-Net as extra input maps (one U-Net pass per
+source), video nets that see only motion (`video_net` 'energy' or
+'cost_volume'), and `centre_frame_features` (per-frame features minus their
+clip mean, so the masks can follow only when a player moves).
 """
 
 from __future__ import annotations
