@@ -229,7 +229,7 @@ def test_frames_to_spectrogram_time_interpolates_between_frame_middles():
 
 
 def test_per_frame_weights_follow_the_clip_in_time_and_train():
-  config = seco.get_config("tiny,fast")                 # per-frame weights at 8 frames/s
+  config = seco.get_config("tiny,fast")            # per-frame weights at 8 frames/s
   batch = synthetic_batch(config, 2)
   assert batch["frames"].shape[2] == 12
   graphdef, state, schedules = train.init_state(config)
@@ -246,7 +246,7 @@ def test_per_frame_weights_follow_the_clip_in_time_and_train():
 
 
 def test_frame_differences_ignore_what_stands_still():
-  config = seco.get_config("tiny,fast")                 # frame differences
+  config = seco.get_config("tiny,fast")            # frame differences
   batch = synthetic_batch(config, 2)
   graphdef, state, _ = train.init_state(config)
   model = nnx.merge(graphdef, state).model
@@ -338,7 +338,7 @@ def test_cost_volume_net_sees_which_way_a_picture_moves_not_its_brightness():
 
 
 def test_centred_frame_features_give_still_players_the_same_masks():
-  config = seco.get_config("tiny,fast")                 # per-frame weights
+  config = seco.get_config("tiny,fast")            # per-frame weights
   config.model.video_net = "cost_volume"          # frame by frame: no padding in time
   config.model.video = dict(max_shift=1, window=3, widths=(4, 4), temporal_kernel=1,
                             out_channels=8)
