@@ -95,7 +95,8 @@ Measured (2 cores; 30 held-out 2-mixes, 10 3-mixes; SDRi; docs/seco_cpu.md):
   piano +1.35, trumpet +1.05), 3-mix +0.85 dB; binary masks +0.06 / +0.16
   (an earlier run: +0.50 / +0.28); frames rolled -0.69 / -0.36.
 - At 1400 steps: fold 2 +0.74 / +0.53 dB (binary -0.90 / -0.50); fold 1
-  +1.04 / +1.07 (binary -1.16 / -0.20).
+  +1.04 / +1.07 (binary -1.16 / -0.20); fold 3 (banjo, harp, piano) +0.61 /
+  +0.64 (`:fast` there: -1.52 / -1.03).
 - `:fast`, 1400 steps: fold 1 +1.86 / +1.47 dB (SDR 1.94, SIR 5.80, SAR
   9.86; flute +3.85, trombone +2.73, maracas -1.01; frames rolled +0.70 /
   +0.30); fold 2 -2.48 / -2.69 dB (soft masks -0.14 / -0.07): fold 2 learns
