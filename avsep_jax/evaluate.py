@@ -107,8 +107,7 @@ def _estimates(config, graphdef, state, batch, features, length: int):
 def evaluation_mask(config) -> str:
   """The masks applied at evaluation, 'ratio' or 'binary': `eval.mask`, where it is
   'as_trained' the training targets' kind (`audio.mask`)."""
-  kind = config.eval.get("mask", "as_trained")
-  return config.audio.mask if kind == "as_trained" else kind
+  return config.audio.mask if config.eval.mask == "as_trained" else config.eval.mask
 
 
 def binary_masks(masks, source_mask, threshold: float, argmax: bool):

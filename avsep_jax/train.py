@@ -492,7 +492,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.model.get("alignment") and config.model.alignment.input_rows != config.audio.warp_bins:
     raise ValueError(f"model.alignment.input_rows={config.model.alignment.input_rows} must be "
                      f"audio.warp_bins={config.audio.warp_bins} (the classifier's input rows)")
-  if config.eval.get("mask", "as_trained") not in ("as_trained", *audio.MASK_KINDS):
+  if config.eval.mask not in ("as_trained", *audio.MASK_KINDS):
     raise ValueError(f"eval.mask={config.eval.mask!r}: expected 'as_trained' or one of "
                      f"{audio.MASK_KINDS}")
   if config.eval.window not in EVAL_WINDOWS:
